@@ -1,0 +1,1 @@
+//! Seeded smart-city IoT data generator.

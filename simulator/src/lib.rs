@@ -1,0 +1,1 @@
+//! Simulated-clock harness.
