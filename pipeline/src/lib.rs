@@ -1,11 +1,13 @@
 //! The smart-city streaming job.
 //!
 //! - [`model`]: the wire format of the four Kafka topics (SPEC §1), serde JSON in and out.
+//! - [`engine`]: the sans-IO engine — decode, validate, event-time windows, the 7 queries.
 //! - [`time`]: event timestamps — RFC 3339 written in UTC, RFC 3339 with any offset or naive ISO
 //!   strings (read in a configured zone) accepted.
 //!
 //! The model is free of the Kafka/MongoDB/PostgreSQL clients: those live behind the `services`
 //! feature so the generator and the simulator's memory path never compile them.
 
+pub mod engine;
 pub mod model;
 pub mod time;

@@ -33,7 +33,12 @@ pub enum Topic {
 
 impl Topic {
     /// All topics, in a fixed order.
-    pub const ALL: [Topic; 4] = [Topic::Traffic, Topic::Transport, Topic::Parking, Topic::Incidents];
+    pub const ALL: [Topic; 4] = [
+        Topic::Traffic,
+        Topic::Transport,
+        Topic::Parking,
+        Topic::Incidents,
+    ];
 
     /// The Kafka topic name.
     pub const fn name(self) -> &'static str {
@@ -60,7 +65,10 @@ pub struct UnknownTopic(pub String);
 impl FromStr for Topic {
     type Err = UnknownTopic;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Topic::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownTopic(s.to_owned()))
+        Topic::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| UnknownTopic(s.to_owned()))
     }
 }
 
@@ -267,7 +275,12 @@ pub enum Severity {
 
 impl Severity {
     /// All severities, in a fixed order.
-    pub const ALL: [Severity; 4] = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
 
     /// The wire name.
     pub const fn name(self) -> &'static str {
@@ -481,7 +494,10 @@ mod tests {
             road_id: "R1".into(),
             road_name: "Gran Via".into(),
             zone_id: "Z1".into(),
-            location: GeoPoint { lat: 40.42, lon: -3.70 },
+            location: GeoPoint {
+                lat: 40.42,
+                lon: -3.70,
+            },
             speed_kmh: 42.5,
             vehicle_flow: 17,
             occupancy_percent: 31.0,
@@ -520,6 +536,12 @@ mod tests {
         for t in Topic::ALL {
             assert_eq!(t.name().parse::<Topic>().unwrap(), t);
         }
-        assert_eq!("cars".parse::<Topic>().unwrap_err().to_string().contains("`cars`"), true);
+        assert!(
+            "cars"
+                .parse::<Topic>()
+                .unwrap_err()
+                .to_string()
+                .contains("`cars`")
+        );
     }
 }

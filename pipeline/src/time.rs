@@ -64,9 +64,10 @@ impl Timestamp {
                 match zone.from_local_datetime(&naive) {
                     LocalResult::Single(dt) => Ok(dt.timestamp_millis()),
                     LocalResult::Ambiguous(early, _) => Ok(early.timestamp_millis()),
-                    LocalResult::None => {
-                        Err(TimeError::Nonexistent(format_naive(local), zone.name().to_owned()))
-                    }
+                    LocalResult::None => Err(TimeError::Nonexistent(
+                        format_naive(local),
+                        zone.name().to_owned(),
+                    )),
                 }
             }
         }
@@ -148,7 +149,11 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
                 return None;
             }
             let offset = i64::from(oh) * HOUR_MS + i64::from(om) * MINUTE_MS;
-            Some(Timestamp::Utc(if *sign == b'+' { local - offset } else { local + offset }))
+            Some(Timestamp::Utc(if *sign == b'+' {
+                local - offset
+            } else {
+                local + offset
+            }))
         }
         _ => None,
     }
@@ -266,7 +271,9 @@ impl Serialize for Timestamp {
         }
         match std::str::from_utf8(&buf[..n]) {
             Ok(text) => s.serialize_str(text),
-            Err(_) => Err(serde::ser::Error::custom("timestamp formatting produced non-ASCII")),
+            Err(_) => Err(serde::ser::Error::custom(
+                "timestamp formatting produced non-ASCII",
+            )),
         }
     }
 }
@@ -319,9 +326,18 @@ mod tests {
         assert_eq!(z, Timestamp::Utc(1_795_507_205_000));
         assert_eq!(parse("2026-11-24T09:00:05+01:00").unwrap(), z);
         assert_eq!(parse("2026-11-24T07:30:05-00:30").unwrap(), z);
-        assert_eq!(parse("2026-11-24T08:00:05.123456Z").unwrap(), Timestamp::Utc(1_795_507_205_123));
-        assert_eq!(parse("2026-11-24 08:00:05").unwrap(), Timestamp::Naive(1_795_507_205_000));
-        assert_eq!(parse("2026-11-24T08:00:05.5").unwrap(), Timestamp::Naive(1_795_507_205_500));
+        assert_eq!(
+            parse("2026-11-24T08:00:05.123456Z").unwrap(),
+            Timestamp::Utc(1_795_507_205_123)
+        );
+        assert_eq!(
+            parse("2026-11-24 08:00:05").unwrap(),
+            Timestamp::Naive(1_795_507_205_000)
+        );
+        assert_eq!(
+            parse("2026-11-24T08:00:05.5").unwrap(),
+            Timestamp::Naive(1_795_507_205_500)
+        );
     }
 
     // Proves nonsense never panics and is reported.
@@ -346,13 +362,19 @@ mod tests {
     #[test]
     fn resolves_naive_in_zone() {
         let naive = parse("2026-07-01T10:00:00").unwrap();
-        assert_eq!(naive.resolve(chrono_tz::UTC).unwrap(), parse("2026-07-01T10:00:00Z").unwrap().utc_millis().unwrap());
+        assert_eq!(
+            naive.resolve(chrono_tz::UTC).unwrap(),
+            parse("2026-07-01T10:00:00Z").unwrap().utc_millis().unwrap()
+        );
         assert_eq!(
             naive.resolve(chrono_tz::Europe::Madrid).unwrap(),
             parse("2026-07-01T08:00:00Z").unwrap().utc_millis().unwrap()
         );
         let gap = parse("2026-03-29T02:30:00").unwrap();
-        assert!(matches!(gap.resolve(chrono_tz::Europe::Madrid), Err(TimeError::Nonexistent(..))));
+        assert!(matches!(
+            gap.resolve(chrono_tz::Europe::Madrid),
+            Err(TimeError::Nonexistent(..))
+        ));
     }
 
     proptest! {

@@ -1,0 +1,929 @@
+//! The engine: a synchronous, deterministic state machine with no clock, no I/O and no async.
+//!
+//! It is fed raw records ([`Engine::ingest`]: topic, key, bytes, Kafka timestamp, source
+//! position) and processing-time ticks ([`Engine::tick`]), and appends what they produce to an
+//! [`Output`]: alerts at once, partial window rows at each trigger, final window rows as soon as
+//! the topic's watermark passes a window's end, dead-letter rows, late rows and raw-archive copies.
+//! The Kafka/MongoDB/PostgreSQL shells, `pipeline replay` and the simulator all drive this one
+//! engine. Its whole state is serde-serialisable, for checkpoints.
+//!
+//! Conservation, checked by [`Counters::check_conservation`]: for every windowed query `q` over
+//! topic `T`, `records_in(T) = dead_lettered(T) + aggregated(q) + late(q) + over_limit(q)`.
+
+mod config;
+mod decode;
+mod intern;
+mod queries;
+mod rows;
+mod window;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
+use serde::{Deserialize, Serialize};
+
+pub use config::{ConfigError, EngineConfig, WindowSpec};
+pub use queries::{
+    alert_level, congestion_score, mobility_category, mobility_index, punctuality_score,
+};
+pub use rows::{
+    AnomalyType, ArchiveRecord, CriticalIncident, DeadLetter, DeadLetterReason,
+    IncidentAggregation, LateRecord, MobilityIndex, Output, ParkingAggregation, Query, Row,
+    RowBody, SourcePosition, TrafficAggregation, TrafficAnomaly, TransportAlert, TransportMetric,
+};
+
+use crate::model::{
+    DataQuality, Incident, Message, ParkingReading, Severity, Topic, TrafficReading,
+    TransportReading,
+};
+use crate::time::{Millis, format_rfc3339};
+use intern::{Interner, pack, unpack};
+use queries::{
+    IncidentAgg, MobilityAgg, ParkingAgg, ParkingInput, TrafficAgg, TrafficInput, TransportAgg,
+    TransportInput, mean,
+};
+use rows::row_id;
+use window::{AddOutcome, Limits, Windowed};
+
+/// One record as it comes off Kafka (or a file, or the simulator's log).
+#[derive(Clone, Copy, Debug)]
+pub struct RawRecord<'a> {
+    /// The topic it was read from.
+    pub topic: Topic,
+    /// The Kafka key (the entity id).
+    pub key: &'a [u8],
+    /// The JSON value.
+    pub value: &'a [u8],
+    /// The Kafka timestamp (produce time), milliseconds since the epoch.
+    pub kafka_timestamp_ms: Millis,
+    /// Partition and offset.
+    pub position: SourcePosition,
+}
+
+/// Counts per topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicCounters {
+    /// Records offered.
+    pub records_in: u64,
+    /// Records accepted (decoded, valid, not duplicates).
+    pub accepted: u64,
+    /// Records dead-lettered as a whole.
+    pub dead_lettered: u64,
+    /// Dead-lettered records by reason.
+    pub dead_letter_reasons: BTreeMap<DeadLetterReason, u64>,
+}
+
+/// Counts per query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryCounters {
+    /// Records added to the query's windows.
+    pub aggregated: u64,
+    /// Records late for the query.
+    pub late: u64,
+    /// Records refused because a bound on the query's state was hit.
+    pub over_limit: u64,
+    /// Partial rows emitted.
+    pub partial_rows: u64,
+    /// Final rows emitted (windowed queries).
+    pub final_rows: u64,
+    /// Alert rows emitted (per-record queries).
+    pub alerts: u64,
+}
+
+/// Everything the engine counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Per topic.
+    pub topics: BTreeMap<Topic, TopicCounters>,
+    /// Per query.
+    pub queries: BTreeMap<Query, QueryCounters>,
+    /// Distinct vehicles not counted in a transport window because its bound was reached.
+    pub distinct_vehicles_over_limit: u64,
+    /// Dedup entries evicted because a device's bound was reached.
+    pub dedup_evictions: u64,
+}
+
+impl Counters {
+    fn topic(&mut self, t: Topic) -> &mut TopicCounters {
+        self.topics.entry(t).or_default()
+    }
+
+    fn query(&mut self, q: Query) -> &mut QueryCounters {
+        self.queries.entry(q).or_default()
+    }
+
+    /// Checks `records_in = dead_lettered + aggregated + late + over_limit` for every windowed
+    /// query, and `records_in = accepted + dead_lettered` for every topic.
+    pub fn check_conservation(&self) -> Result<(), String> {
+        let zero = TopicCounters::default();
+        for (topic, c) in &self.topics {
+            if c.records_in != c.accepted + c.dead_lettered {
+                return Err(format!(
+                    "{topic}: {} in != {} accepted + {} dead-lettered",
+                    c.records_in, c.accepted, c.dead_lettered
+                ));
+            }
+            let by_reason: u64 = c.dead_letter_reasons.values().sum();
+            if by_reason != c.dead_lettered {
+                return Err(format!("{topic}: dead-letter reasons sum to {by_reason}"));
+            }
+        }
+        for q in Query::ALL.into_iter().filter(|q| !q.is_alert()) {
+            let t = self.topics.get(&q.topic()).unwrap_or(&zero);
+            let qc = self.queries.get(&q).cloned().unwrap_or_default();
+            let accounted = t.dead_lettered + qc.aggregated + qc.late + qc.over_limit;
+            if t.records_in != accounted {
+                return Err(format!(
+                    "{q}: {} records in != {} dead-lettered + {} aggregated + {} late + {} over limit",
+                    t.records_in, t.dead_lettered, qc.aggregated, qc.late, qc.over_limit
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-topic watermark and duplicate detection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct TopicState {
+    /// Highest event time accepted on the topic.
+    max_event_time: Option<Millis>,
+    /// Recent event times per device (hash of the entity id), sorted, for duplicate detection.
+    dedup: FxHashMap<u64, VecDeque<Millis>>,
+}
+
+fn topic_index(t: Topic) -> usize {
+    match t {
+        Topic::Traffic => 0,
+        Topic::Transport => 1,
+        Topic::Parking => 2,
+        Topic::Incidents => 3,
+    }
+}
+
+fn device_hash(id: &str) -> u64 {
+    let mut h = FxHasher::default();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// Most remembered event times per device; older ones are evicted (and counted).
+const MAX_DEDUP_PER_DEVICE: usize = 4096;
+
+/// The streaming engine. See the module docs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Engine {
+    config: EngineConfig,
+    #[serde(skip, default = "utc")]
+    zone: chrono_tz::Tz,
+    names: Interner,
+    topics: [TopicState; 4],
+    traffic: Windowed<TrafficAgg>,
+    mobility: Windowed<MobilityAgg>,
+    transport: Windowed<TransportAgg>,
+    incidents: Windowed<IncidentAgg>,
+    parking: Windowed<ParkingAgg>,
+    counters: Counters,
+    next_trigger_ms: Option<Millis>,
+    next_console_ms: Option<Millis>,
+}
+
+fn utc() -> chrono_tz::Tz {
+    chrono_tz::UTC
+}
+
+/// A checkpoint that cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Not a checkpoint of this engine version.
+    #[error("checkpoint is not readable: {0}")]
+    Format(#[from] serde_json::Error),
+    /// The checkpoint's configuration is invalid.
+    #[error("checkpoint configuration is invalid: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// The interned names a row needs, and where rows go.
+struct Emit<'a> {
+    names: &'a Interner,
+    rows: &'a mut Vec<Row>,
+    counters: &'a mut Counters,
+}
+
+impl Emit<'_> {
+    fn push(&mut self, query: Query, row: Row) {
+        let c = self.counters.query(query);
+        if row.is_final {
+            c.final_rows += 1;
+        } else {
+            c.partial_rows += 1;
+        }
+        self.rows.push(row);
+    }
+
+    fn traffic(&mut self, s: Millis, e: Millis, key: u64, a: &TrafficAgg, is_final: bool) {
+        let (zone, road) = unpack(key);
+        let (zone, road) = (self.names.name(zone), self.names.name(road));
+        let avg_speed = mean(a.speed_sum, a.count);
+        let row = Row {
+            id: row_id(Query::TrafficAggregations, &[zone, road], s),
+            body: RowBody::TrafficAggregations(TrafficAggregation {
+                zone_id: zone.to_owned(),
+                road_id: road.to_owned(),
+                window_start: s,
+                window_end: e,
+                avg_speed,
+                min_speed: a.min_speed,
+                max_speed: a.max_speed,
+                total_vehicles: a.vehicles,
+                avg_occupancy: mean(a.occupancy_sum, a.count),
+                sensor_readings: a.count,
+                congestion_score: congestion_score(avg_speed),
+            }),
+            is_final,
+        };
+        self.push(Query::TrafficAggregations, row);
+    }
+
+    fn mobility(&mut self, s: Millis, e: Millis, a: &MobilityAgg, is_final: bool) {
+        let speed = mean(a.speed_sum, a.count);
+        let occupancy = mean(a.occupancy_sum, a.count);
+        let index = mobility_index(speed, occupancy);
+        let row = Row {
+            id: row_id(Query::MobilityIndex, &["city"], s),
+            body: RowBody::MobilityIndex(MobilityIndex {
+                window_start: s,
+                window_end: e,
+                city_avg_speed: speed,
+                city_avg_occupancy: occupancy,
+                total_readings: a.count,
+                mobility_index: index,
+                category: mobility_category(index).to_owned(),
+            }),
+            is_final,
+        };
+        self.push(Query::MobilityIndex, row);
+    }
+
+    fn transport(&mut self, s: Millis, e: Millis, key: u64, a: &TransportAgg, is_final: bool) {
+        let line = self.names.name(unpack(key).1);
+        if is_final {
+            self.counters.distinct_vehicles_over_limit += a.vehicles_over_limit;
+        }
+        let avg_delay = mean(a.delay_sum, a.count);
+        let row = Row {
+            id: row_id(Query::TransportMetrics, &[line], s),
+            body: RowBody::TransportMetrics(TransportMetric {
+                line_id: line.to_owned(),
+                window_start: s,
+                window_end: e,
+                avg_delay,
+                avg_occupancy: mean(a.occupancy_sum, a.count),
+                active_vehicles: a.vehicles.len() as u64,
+                reports: a.count,
+                total_passengers: a.passengers,
+                punctuality_score: punctuality_score(avg_delay),
+            }),
+            is_final,
+        };
+        self.push(Query::TransportMetrics, row);
+    }
+
+    fn incidents(&mut self, s: Millis, e: Millis, key: u64, a: &IncidentAgg, is_final: bool) {
+        let (zone, sev) = unpack(key);
+        let zone = self.names.name(zone);
+        let severity = Severity::ALL[sev as usize % Severity::ALL.len()];
+        let row = Row {
+            id: row_id(Query::IncidentAggregations, &[zone, severity.name()], s),
+            body: RowBody::IncidentAggregations(IncidentAggregation {
+                zone_id: zone.to_owned(),
+                severity: severity.name().to_owned(),
+                window_start: s,
+                window_end: e,
+                count: a.count,
+                alert_level: alert_level(severity, a.count).to_owned(),
+            }),
+            is_final,
+        };
+        self.push(Query::IncidentAggregations, row);
+    }
+
+    fn parking(&mut self, s: Millis, e: Millis, key: u64, a: &ParkingAgg, is_final: bool) {
+        let zone = self.names.name(unpack(key).1);
+        let row = Row {
+            id: row_id(Query::ParkingAggregations, &[zone], s),
+            body: RowBody::ParkingAggregations(ParkingAggregation {
+                zone_id: zone.to_owned(),
+                window_start: s,
+                window_end: e,
+                avg_occupancy_rate: mean(a.occupancy_sum, a.count),
+                min_available_spaces: a.min_available,
+                readings: a.count,
+            }),
+            is_final,
+        };
+        self.push(Query::ParkingAggregations, row);
+    }
+}
+
+impl Engine {
+    /// An engine with no state.
+    pub fn new(config: EngineConfig) -> Result<Self, ConfigError> {
+        let zone = config.validate()?;
+        Ok(Engine {
+            traffic: Windowed::new(config.traffic_window),
+            mobility: Windowed::new(config.mobility_window),
+            transport: Windowed::new(config.transport_window),
+            incidents: Windowed::new(config.incident_window),
+            parking: Windowed::new(config.parking_window),
+            config,
+            zone,
+            names: Interner::default(),
+            topics: Default::default(),
+            counters: Counters::default(),
+            next_trigger_ms: None,
+            next_console_ms: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Everything counted so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The watermark of a topic, once it has seen a record.
+    pub fn watermark(&self, topic: Topic) -> Option<Millis> {
+        self.topics[topic_index(topic)]
+            .max_event_time
+            .map(|m| m.saturating_sub(self.config.watermark_delay_ms))
+    }
+
+    /// Open windows over all queries.
+    pub fn open_windows(&self) -> usize {
+        self.traffic.open_windows()
+            + self.mobility.open_windows()
+            + self.transport.open_windows()
+            + self.incidents.open_windows()
+            + self.parking.open_windows()
+    }
+
+    /// The whole state, for a checkpoint.
+    pub fn checkpoint(&self) -> Vec<u8> {
+        // Plain data with string or integer map keys: serialising cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// An engine restored from [`Engine::checkpoint`] bytes.
+    pub fn restore(bytes: &[u8]) -> Result<Self, RestoreError> {
+        let mut engine: Engine = serde_json::from_slice(bytes)?;
+        engine.zone = engine.config.validate()?;
+        Ok(engine)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_open_windows: self.config.max_open_windows,
+            max_keys_per_window: self.config.max_keys_per_window,
+        }
+    }
+
+    /// Feeds one record. Alerts, dead letters, late rows, archive copies and any windows the
+    /// record's watermark made final are appended to `out`.
+    pub fn ingest(&mut self, rec: &RawRecord<'_>, out: &mut Output) {
+        self.counters.topic(rec.topic).records_in += 1;
+        let msg = match Message::decode(rec.topic, rec.value) {
+            Ok(m) => m,
+            Err(e) => {
+                let (reason, detail) = decode::classify(&e);
+                return self.dead_letter(rec, reason, detail, out);
+            }
+        };
+        let t = match decode::event_time(&msg, self.zone, rec.kafka_timestamp_ms, &self.config) {
+            Ok(t) => t,
+            Err((reason, detail)) => return self.dead_letter(rec, reason, detail, out),
+        };
+        match &msg {
+            Message::Traffic(m) => self.ingest_traffic(rec, m, t, out),
+            Message::Transport(m) => self.ingest_transport(rec, m, t, out),
+            Message::Parking(m) => self.ingest_parking(rec, m, t, out),
+            Message::Incident(m) => self.ingest_incident(rec, m, t, out),
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        rec: &RawRecord<'_>,
+        reason: DeadLetterReason,
+        detail: String,
+        out: &mut Output,
+    ) {
+        let c = self.counters.topic(rec.topic);
+        c.dead_lettered += 1;
+        *c.dead_letter_reasons.entry(reason).or_default() += 1;
+        out.dead_letters.push(dead_letter_row(rec, reason, detail));
+    }
+
+    fn intern(&mut self, rec: &RawRecord<'_>, name: &str, out: &mut Output) -> Option<u32> {
+        let id = self.names.intern(name, self.config.max_interned_strings);
+        if id.is_none() {
+            let detail = format!(
+                "cannot remember `{name}`: max_interned_strings = {} reached",
+                self.config.max_interned_strings
+            );
+            self.dead_letter(rec, DeadLetterReason::StateLimit, detail, out);
+        }
+        id
+    }
+
+    /// Whether (device, t) was already seen inside the topic's horizon; remembers it if not.
+    fn is_duplicate(&mut self, topic: Topic, device: &str, t: Millis) -> bool {
+        let horizon = self.horizon(topic);
+        let state = &mut self.topics[topic_index(topic)];
+        let floor = state
+            .max_event_time
+            .map_or(Millis::MIN, |m| m.saturating_sub(horizon));
+        let ring = state.dedup.entry(device_hash(device)).or_default();
+        while ring.front().is_some_and(|&f| f < floor) {
+            ring.pop_front();
+        }
+        match ring.binary_search(&t) {
+            Ok(_) => true,
+            Err(at) => {
+                if t >= floor {
+                    ring.insert(at, t);
+                    if ring.len() > MAX_DEDUP_PER_DEVICE {
+                        ring.pop_front();
+                        self.counters.dedup_evictions += 1;
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// How far behind the highest event time a duplicate is still detected: the watermark delay
+    /// plus the longest window on the topic (anything older is late for every query anyway).
+    fn horizon(&self, topic: Topic) -> Millis {
+        let c = &self.config;
+        let longest = match topic {
+            Topic::Traffic => c.traffic_window.size_ms.max(c.mobility_window.size_ms),
+            Topic::Transport => c.transport_window.size_ms,
+            Topic::Parking => c.parking_window.size_ms,
+            Topic::Incidents => c.incident_window.size_ms,
+        };
+        c.watermark_delay_ms + longest
+    }
+
+    fn accept(&mut self, topic: Topic, t: Millis, rec: &RawRecord<'_>, out: &mut Output) {
+        self.counters.topic(topic).accepted += 1;
+        if self.config.archive_raw {
+            out.archive.push(ArchiveRecord {
+                topic,
+                event_time: t,
+                value: rec.value.to_vec(),
+            });
+        }
+    }
+
+    /// Records what happened to a record offered to a windowed query.
+    #[allow(clippy::too_many_arguments)] // One call site per query; a struct would only rename them.
+    fn outcome(
+        &mut self,
+        query: Query,
+        outcome: AddOutcome,
+        rec: &RawRecord<'_>,
+        key: &str,
+        t: Millis,
+        out: &mut Output,
+    ) {
+        match outcome {
+            AddOutcome::Aggregated => self.counters.query(query).aggregated += 1,
+            AddOutcome::Late { window_end } => {
+                self.counters.query(query).late += 1;
+                let watermark = self.watermark(rec.topic).unwrap_or(Millis::MIN);
+                out.late.push(LateRecord {
+                    query,
+                    topic: rec.topic,
+                    key: key.to_owned(),
+                    position: rec.position,
+                    event_time: t,
+                    window_end,
+                    watermark,
+                    reason: format!(
+                        "event time {} is behind the watermark {}: the window ending {} is already final",
+                        format_rfc3339(t),
+                        format_rfc3339(watermark),
+                        format_rfc3339(window_end)
+                    ),
+                });
+            }
+            AddOutcome::OverLimit(bound) => {
+                self.counters.query(query).over_limit += 1;
+                out.dead_letters.push(dead_letter_row(
+                    rec,
+                    DeadLetterReason::StateLimit,
+                    format!("{query}: {bound} reached; the record was not aggregated"),
+                ));
+            }
+        }
+    }
+
+    /// Advances a topic's watermark to the highest event time minus the delay, emitting the
+    /// windows that became final.
+    fn advance_watermark(&mut self, topic: Topic, t: Millis, out: &mut Output) {
+        let state = &mut self.topics[topic_index(topic)];
+        if state.max_event_time.is_some_and(|m| m >= t) {
+            return;
+        }
+        state.max_event_time = Some(t);
+        let w = t.saturating_sub(self.config.watermark_delay_ms);
+        let mut emit = Emit {
+            names: &self.names,
+            rows: &mut out.rows,
+            counters: &mut self.counters,
+        };
+        match topic {
+            Topic::Traffic => {
+                self.traffic
+                    .advance(w, |s, e, k, a| emit.traffic(s, e, k, a, true));
+                self.mobility
+                    .advance(w, |s, e, _, a| emit.mobility(s, e, a, true));
+            }
+            Topic::Transport => self
+                .transport
+                .advance(w, |s, e, k, a| emit.transport(s, e, k, a, true)),
+            Topic::Parking => self
+                .parking
+                .advance(w, |s, e, k, a| emit.parking(s, e, k, a, true)),
+            Topic::Incidents => self
+                .incidents
+                .advance(w, |s, e, k, a| emit.incidents(s, e, k, a, true)),
+        }
+    }
+
+    fn alert(&mut self, query: Query, row: Row, out: &mut Output) {
+        self.counters.query(query).alerts += 1;
+        out.rows.push(row);
+    }
+
+    fn anomaly(
+        &mut self,
+        m: &TrafficReading<'_>,
+        t: Millis,
+        kind: AnomalyType,
+        detail: String,
+        out: &mut Output,
+    ) {
+        let row = Row {
+            id: row_id(Query::TrafficAnomalies, &[&m.sensor_id, kind.name()], t),
+            body: RowBody::TrafficAnomalies(TrafficAnomaly {
+                sensor_id: m.sensor_id.to_string(),
+                zone_id: m.zone_id.to_string(),
+                road_id: m.road_id.to_string(),
+                event_time: t,
+                anomaly_type: kind,
+                speed_kmh: m.speed_kmh,
+                occupancy_percent: m.occupancy_percent,
+                data_quality: decode::quality_name(m.data_quality).to_owned(),
+                detail,
+            }),
+            is_final: true,
+        };
+        self.alert(Query::TrafficAnomalies, row, out);
+    }
+
+    fn ingest_traffic(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &TrafficReading<'_>,
+        t: Millis,
+        out: &mut Output,
+    ) {
+        if let Err((reason, detail)) = decode::validate_traffic(m, &self.config) {
+            // SPEC §2: an impossible reading is reported as a data-quality anomaly too.
+            self.anomaly(m, t, AnomalyType::DataQualityIssue, detail.clone(), out);
+            return self.dead_letter(rec, reason, detail, out);
+        }
+        let Some(zone) = self.intern(rec, &m.zone_id, out) else {
+            return;
+        };
+        let Some(road) = self.intern(rec, &m.road_id, out) else {
+            return;
+        };
+        if self.is_duplicate(Topic::Traffic, &m.sensor_id, t) {
+            let detail = format!(
+                "{} at {} was already received",
+                m.sensor_id,
+                format_rfc3339(t)
+            );
+            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        }
+        self.accept(Topic::Traffic, t, rec, out);
+        let c = &self.config;
+        if m.speed_kmh < c.severe_congestion_speed_kmh {
+            let detail = format!(
+                "speed {} km/h < {}",
+                m.speed_kmh, c.severe_congestion_speed_kmh
+            );
+            self.anomaly(m, t, AnomalyType::SevereCongestion, detail, out);
+        }
+        let c = &self.config;
+        if m.occupancy_percent > c.overcapacity_occupancy_pct {
+            let detail = format!(
+                "occupancy {} % > {}",
+                m.occupancy_percent, c.overcapacity_occupancy_pct
+            );
+            self.anomaly(m, t, AnomalyType::Overcapacity, detail, out);
+        }
+        if m.data_quality != DataQuality::Good {
+            let detail = "the sensor reports degraded data quality".to_owned();
+            self.anomaly(m, t, AnomalyType::DataQualityIssue, detail, out);
+        }
+        let input = TrafficInput {
+            speed: m.speed_kmh,
+            occupancy: m.occupancy_percent,
+            vehicles: m.vehicle_flow,
+        };
+        let limits = self.limits();
+        let o = self.traffic.add(t, pack(zone, road), &input, limits);
+        self.outcome(Query::TrafficAggregations, o, rec, &m.sensor_id, t, out);
+        let o = self.mobility.add(t, 0, &input, limits);
+        self.outcome(Query::MobilityIndex, o, rec, &m.sensor_id, t, out);
+        self.advance_watermark(Topic::Traffic, t, out);
+    }
+
+    fn ingest_transport(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &TransportReading<'_>,
+        t: Millis,
+        out: &mut Output,
+    ) {
+        if let Err((reason, detail)) = decode::validate_transport(m, &self.config) {
+            return self.dead_letter(rec, reason, detail, out);
+        }
+        let Some(line) = self.intern(rec, &m.line_id, out) else {
+            return;
+        };
+        let Some(vehicle) = self.intern(rec, &m.vehicle_id, out) else {
+            return;
+        };
+        if self.is_duplicate(Topic::Transport, &m.vehicle_id, t) {
+            let detail = format!(
+                "{} at {} was already received",
+                m.vehicle_id,
+                format_rfc3339(t)
+            );
+            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        }
+        self.accept(Topic::Transport, t, rec, out);
+        if m.occupancy_rate > self.config.overcrowded_occupancy_rate_pct {
+            let row = Row {
+                id: row_id(Query::TransportAlerts, &[&m.vehicle_id], t),
+                body: RowBody::TransportAlerts(TransportAlert {
+                    vehicle_id: m.vehicle_id.to_string(),
+                    line_id: m.line_id.to_string(),
+                    event_time: t,
+                    alert_type: "overcrowded".to_owned(),
+                    occupancy_rate: m.occupancy_rate,
+                    passenger_count: m.passenger_count,
+                    capacity: m.capacity,
+                }),
+                is_final: true,
+            };
+            self.alert(Query::TransportAlerts, row, out);
+        }
+        let input = TransportInput {
+            vehicle,
+            delay: m.delay_minutes,
+            occupancy: m.occupancy_rate,
+            passengers: m.passenger_count,
+            max_vehicles: self.config.max_vehicles_per_window,
+        };
+        let limits = self.limits();
+        let o = self.transport.add(t, pack(0, line), &input, limits);
+        self.outcome(Query::TransportMetrics, o, rec, &m.vehicle_id, t, out);
+        self.advance_watermark(Topic::Transport, t, out);
+    }
+
+    fn ingest_parking(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &ParkingReading<'_>,
+        t: Millis,
+        out: &mut Output,
+    ) {
+        if let Err((reason, detail)) = decode::validate_parking(m) {
+            return self.dead_letter(rec, reason, detail, out);
+        }
+        let Some(zone) = self.intern(rec, &m.zone_id, out) else {
+            return;
+        };
+        if self.is_duplicate(Topic::Parking, &m.parking_id, t) {
+            let detail = format!(
+                "{} at {} was already received",
+                m.parking_id,
+                format_rfc3339(t)
+            );
+            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        }
+        self.accept(Topic::Parking, t, rec, out);
+        let input = ParkingInput {
+            occupancy: m.occupancy_rate,
+            available: m.available_spaces,
+        };
+        let limits = self.limits();
+        let o = self.parking.add(t, pack(0, zone), &input, limits);
+        self.outcome(Query::ParkingAggregations, o, rec, &m.parking_id, t, out);
+        self.advance_watermark(Topic::Parking, t, out);
+    }
+
+    fn ingest_incident(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &Incident<'_>,
+        t: Millis,
+        out: &mut Output,
+    ) {
+        if let Err((reason, detail)) = decode::validate_incident(m) {
+            return self.dead_letter(rec, reason, detail, out);
+        }
+        let Some(zone) = self.intern(rec, &m.location.zone_id, out) else {
+            return;
+        };
+        if self.is_duplicate(Topic::Incidents, &m.incident_id, t) {
+            let detail = format!(
+                "{} at {} was already received",
+                m.incident_id,
+                format_rfc3339(t)
+            );
+            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        }
+        self.accept(Topic::Incidents, t, rec, out);
+        if matches!(m.severity, Severity::High | Severity::Critical) {
+            let kind = serde_json::to_value(m.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let row = Row {
+                id: row_id(Query::CriticalIncidents, &[&m.incident_id], t),
+                body: RowBody::CriticalIncidents(CriticalIncident {
+                    incident_id: m.incident_id.to_string(),
+                    zone_id: m.location.zone_id.to_string(),
+                    road_id: m.location.road_id.to_string(),
+                    severity: m.severity.name().to_owned(),
+                    incident_type: kind,
+                    description: m.description.to_string(),
+                    event_time: t,
+                    estimated_duration_min: m.estimated_duration_min,
+                    affected_lanes: m.affected_lanes,
+                }),
+                is_final: true,
+            };
+            self.alert(Query::CriticalIncidents, row, out);
+        }
+        let sev = Severity::ALL
+            .iter()
+            .position(|s| *s == m.severity)
+            .unwrap_or(0) as u32;
+        let limits = self.limits();
+        let o = self.incidents.add(t, pack(zone, sev), &(), limits);
+        self.outcome(Query::IncidentAggregations, o, rec, &m.incident_id, t, out);
+        self.advance_watermark(Topic::Incidents, t, out);
+    }
+
+    /// Processing time moved to `now_ms`: runs the update-mode trigger when it is due (every
+    /// `trigger_interval_ms`, on multiples of it) and flags a console refresh when that is due.
+    pub fn tick(&mut self, now_ms: Millis, out: &mut Output) {
+        let next = |now: Millis, every: Millis| (now.div_euclid(every) + 1) * every;
+        match self.next_trigger_ms {
+            Some(due) if now_ms >= due => {
+                self.trigger(out);
+                self.next_trigger_ms = Some(next(now_ms, self.config.trigger_interval_ms));
+            }
+            Some(_) => {}
+            None => self.next_trigger_ms = Some(next(now_ms, self.config.trigger_interval_ms)),
+        }
+        match self.next_console_ms {
+            Some(due) if now_ms >= due => {
+                out.console_due = true;
+                self.next_console_ms = Some(next(now_ms, self.config.console_interval_ms));
+            }
+            Some(_) => {}
+            None => self.next_console_ms = Some(next(now_ms, self.config.console_interval_ms)),
+        }
+    }
+
+    /// The next processing time at which [`Engine::tick`] has work, if it has been ticked once.
+    pub fn next_tick_ms(&self) -> Option<Millis> {
+        match (self.next_trigger_ms, self.next_console_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Emits every window changed since the last trigger as a partial row, and forgets
+    /// duplicate-detection entries that fell out of their horizon.
+    pub fn trigger(&mut self, out: &mut Output) {
+        let mut emit = Emit {
+            names: &self.names,
+            rows: &mut out.rows,
+            counters: &mut self.counters,
+        };
+        self.traffic
+            .drain_dirty(|s, e, k, a| emit.traffic(s, e, k, a, false));
+        self.transport
+            .drain_dirty(|s, e, k, a| emit.transport(s, e, k, a, false));
+        self.incidents
+            .drain_dirty(|s, e, k, a| emit.incidents(s, e, k, a, false));
+        self.mobility
+            .drain_dirty(|s, e, _, a| emit.mobility(s, e, a, false));
+        self.parking
+            .drain_dirty(|s, e, k, a| emit.parking(s, e, k, a, false));
+        self.sweep_dedup();
+    }
+
+    fn sweep_dedup(&mut self) {
+        for topic in Topic::ALL {
+            let horizon = self.horizon(topic);
+            let state = &mut self.topics[topic_index(topic)];
+            let Some(max) = state.max_event_time else {
+                continue;
+            };
+            let floor = max.saturating_sub(horizon);
+            state.dedup.retain(|_, ring| {
+                while ring.front().is_some_and(|&f| f < floor) {
+                    ring.pop_front();
+                }
+                !ring.is_empty()
+            });
+        }
+    }
+
+    /// End of input: every open window becomes final and is emitted.
+    pub fn flush(&mut self, out: &mut Output) {
+        let mut emit = Emit {
+            names: &self.names,
+            rows: &mut out.rows,
+            counters: &mut self.counters,
+        };
+        self.traffic
+            .flush(|s, e, k, a| emit.traffic(s, e, k, a, true));
+        self.transport
+            .flush(|s, e, k, a| emit.transport(s, e, k, a, true));
+        self.incidents
+            .flush(|s, e, k, a| emit.incidents(s, e, k, a, true));
+        self.mobility
+            .flush(|s, e, _, a| emit.mobility(s, e, a, true));
+        self.parking
+            .flush(|s, e, k, a| emit.parking(s, e, k, a, true));
+    }
+
+    /// The current (partial) rows of every open window, changing nothing: the console's view.
+    pub fn open_rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let mut scratch = Counters::default();
+        let mut emit = Emit {
+            names: &self.names,
+            rows: &mut rows,
+            counters: &mut scratch,
+        };
+        self.traffic
+            .for_each_open(|s, e, k, a| emit.traffic(s, e, k, a, false));
+        self.transport
+            .for_each_open(|s, e, k, a| emit.transport(s, e, k, a, false));
+        self.incidents
+            .for_each_open(|s, e, k, a| emit.incidents(s, e, k, a, false));
+        self.mobility
+            .for_each_open(|s, e, _, a| emit.mobility(s, e, a, false));
+        self.parking
+            .for_each_open(|s, e, k, a| emit.parking(s, e, k, a, false));
+        rows
+    }
+}
+
+fn dead_letter_row(rec: &RawRecord<'_>, reason: DeadLetterReason, detail: String) -> DeadLetter {
+    let (raw, raw_hex) = match std::str::from_utf8(rec.value) {
+        Ok(s) => (Some(s.to_owned()), None),
+        Err(_) => (None, Some(hex::encode(rec.value))),
+    };
+    DeadLetter {
+        topic: rec.topic,
+        key: String::from_utf8_lossy(rec.key).into_owned(),
+        position: rec.position,
+        kafka_timestamp: rec.kafka_timestamp_ms,
+        reason,
+        detail,
+        raw,
+        raw_hex,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! The aggregates of the windowed queries and the formulas of SPEC §2.
+//!
+//! Sums of measured values are kept exactly, in integer micro-units, so that a window's result
+//! does not depend on the order its records arrived in (floating-point addition is not
+//! associative); the result is the exact sum rounded once.
+
+use serde::{Deserialize, Serialize};
+
+use super::window::Aggregate;
+
+/// A value in micro-units (rounded to 1e-6), for exact, order-independent sums.
+pub(crate) fn micro(v: f64) -> i64 {
+    (v * 1e6).round() as i64
+}
+
+/// The mean of `count` values whose micro-unit sum is `sum`.
+pub(crate) fn mean(sum: i64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        sum as f64 / 1e6 / count as f64
+    }
+}
+
+/// Query 1: 1.0 if avg_speed < 20, 0.7 if < 35, 0.4 if < 50, else 0.1.
+pub fn congestion_score(avg_speed: f64) -> f64 {
+    if avg_speed < 20.0 {
+        1.0
+    } else if avg_speed < 35.0 {
+        0.7
+    } else if avg_speed < 50.0 {
+        0.4
+    } else {
+        0.1
+    }
+}
+
+/// Query 3: 1.0 if avg_delay < 2, 0.7 if < 5, else 0.3.
+pub fn punctuality_score(avg_delay: f64) -> f64 {
+    if avg_delay < 2.0 {
+        1.0
+    } else if avg_delay < 5.0 {
+        0.7
+    } else {
+        0.3
+    }
+}
+
+/// Query 5: red if critical and count > 0, orange if high and count > 2, else yellow.
+pub fn alert_level(severity: crate::model::Severity, count: u64) -> &'static str {
+    use crate::model::Severity;
+    match severity {
+        Severity::Critical if count > 0 => "red",
+        Severity::High if count > 2 => "orange",
+        _ => "yellow",
+    }
+}
+
+/// Query 7: `(speed / 50 * 0.6 + (100 - occupancy) / 100 * 0.4) * 100`.
+pub fn mobility_index(city_avg_speed: f64, city_avg_occupancy: f64) -> f64 {
+    (city_avg_speed / 50.0 * 0.6 + (100.0 - city_avg_occupancy) / 100.0 * 0.4) * 100.0
+}
+
+/// Query 7: excellent > 80, good > 60, moderate > 40, poor > 20, else critical.
+pub fn mobility_category(index: f64) -> &'static str {
+    if index > 80.0 {
+        "excellent"
+    } else if index > 60.0 {
+        "good"
+    } else if index > 40.0 {
+        "moderate"
+    } else if index > 20.0 {
+        "poor"
+    } else {
+        "critical"
+    }
+}
+
+/// What a traffic reading contributes (queries 1 and 7).
+#[derive(Clone, Copy, Debug)]
+pub struct TrafficInput {
+    /// speed_kmh.
+    pub speed: f64,
+    /// occupancy_percent.
+    pub occupancy: f64,
+    /// vehicle_flow.
+    pub vehicles: i64,
+}
+
+/// Query 1 state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrafficAgg {
+    /// Readings.
+    pub count: u64,
+    /// Sum of speeds, micro-km/h.
+    pub speed_sum: i64,
+    /// Lowest speed.
+    pub min_speed: f64,
+    /// Highest speed.
+    pub max_speed: f64,
+    /// Sum of vehicle_flow.
+    pub vehicles: i64,
+    /// Sum of occupancy, micro-percent.
+    pub occupancy_sum: i64,
+}
+
+impl Default for TrafficAgg {
+    fn default() -> Self {
+        TrafficAgg {
+            count: 0,
+            speed_sum: 0,
+            min_speed: f64::INFINITY,
+            max_speed: f64::NEG_INFINITY,
+            vehicles: 0,
+            occupancy_sum: 0,
+        }
+    }
+}
+
+impl Aggregate for TrafficAgg {
+    type Input = TrafficInput;
+    fn add(&mut self, r: &TrafficInput) {
+        self.count += 1;
+        self.speed_sum += micro(r.speed);
+        self.min_speed = self.min_speed.min(r.speed);
+        self.max_speed = self.max_speed.max(r.speed);
+        self.vehicles += r.vehicles;
+        self.occupancy_sum += micro(r.occupancy);
+    }
+}
+
+/// Query 7 state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MobilityAgg {
+    /// Readings.
+    pub count: u64,
+    /// Sum of speeds, micro-km/h.
+    pub speed_sum: i64,
+    /// Sum of occupancy, micro-percent.
+    pub occupancy_sum: i64,
+}
+
+impl Aggregate for MobilityAgg {
+    type Input = TrafficInput;
+    fn add(&mut self, r: &TrafficInput) {
+        self.count += 1;
+        self.speed_sum += micro(r.speed);
+        self.occupancy_sum += micro(r.occupancy);
+    }
+}
+
+/// What a transport report contributes (query 3).
+#[derive(Clone, Copy, Debug)]
+pub struct TransportInput {
+    /// Interned vehicle id.
+    pub vehicle: u32,
+    /// delay_minutes.
+    pub delay: f64,
+    /// occupancy_rate.
+    pub occupancy: f64,
+    /// passenger_count.
+    pub passengers: i64,
+    /// Bound on distinct vehicles kept per window.
+    pub max_vehicles: usize,
+}
+
+/// Query 3 state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransportAgg {
+    /// Reports.
+    pub count: u64,
+    /// Sum of delays, micro-minutes.
+    pub delay_sum: i64,
+    /// Sum of occupancy rates, micro-percent.
+    pub occupancy_sum: i64,
+    /// Sum of passenger counts.
+    pub passengers: i64,
+    /// Distinct vehicles seen, sorted.
+    pub vehicles: Vec<u32>,
+    /// Distinct vehicles not kept because the bound was reached (reported, never silent).
+    pub vehicles_over_limit: u64,
+}
+
+impl Aggregate for TransportAgg {
+    type Input = TransportInput;
+    fn add(&mut self, r: &TransportInput) {
+        self.count += 1;
+        self.delay_sum += micro(r.delay);
+        self.occupancy_sum += micro(r.occupancy);
+        self.passengers += r.passengers;
+        if let Err(at) = self.vehicles.binary_search(&r.vehicle) {
+            if self.vehicles.len() < r.max_vehicles {
+                self.vehicles.insert(at, r.vehicle);
+            } else {
+                self.vehicles_over_limit += 1;
+            }
+        }
+    }
+}
+
+/// Query 5 state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentAgg {
+    /// Incidents.
+    pub count: u64,
+}
+
+impl Aggregate for IncidentAgg {
+    type Input = ();
+    fn add(&mut self, _: &()) {
+        self.count += 1;
+    }
+}
+
+/// What a parking reading contributes.
+#[derive(Clone, Copy, Debug)]
+pub struct ParkingInput {
+    /// occupancy_rate.
+    pub occupancy: f64,
+    /// available_spaces.
+    pub available: i64,
+}
+
+/// Parking-per-zone state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParkingAgg {
+    /// Readings.
+    pub count: u64,
+    /// Sum of occupancy rates, micro-percent.
+    pub occupancy_sum: i64,
+    /// Fewest available spaces.
+    pub min_available: i64,
+}
+
+impl Default for ParkingAgg {
+    fn default() -> Self {
+        ParkingAgg {
+            count: 0,
+            occupancy_sum: 0,
+            min_available: i64::MAX,
+        }
+    }
+}
+
+impl Aggregate for ParkingAgg {
+    type Input = ParkingInput;
+    fn add(&mut self, r: &ParkingInput) {
+        self.count += 1;
+        self.occupancy_sum += micro(r.occupancy);
+        self.min_available = self.min_available.min(r.available);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Severity;
+
+    // Proves each score changes exactly at its threshold (strict `<` as in SPEC §2).
+    #[test]
+    fn congestion_score_edges() {
+        assert_eq!(congestion_score(19.999), 1.0);
+        assert_eq!(congestion_score(20.0), 0.7);
+        assert_eq!(congestion_score(34.999), 0.7);
+        assert_eq!(congestion_score(35.0), 0.4);
+        assert_eq!(congestion_score(49.999), 0.4);
+        assert_eq!(congestion_score(50.0), 0.1);
+    }
+
+    // Proves punctuality changes exactly at 2 and 5 minutes.
+    #[test]
+    fn punctuality_edges() {
+        assert_eq!(punctuality_score(1.99), 1.0);
+        assert_eq!(punctuality_score(2.0), 0.7);
+        assert_eq!(punctuality_score(4.99), 0.7);
+        assert_eq!(punctuality_score(5.0), 0.3);
+    }
+
+    // Proves alert levels: red needs critical (any count), orange needs high and more than 2.
+    #[test]
+    fn alert_level_edges() {
+        assert_eq!(alert_level(Severity::Critical, 1), "red");
+        assert_eq!(alert_level(Severity::High, 2), "yellow");
+        assert_eq!(alert_level(Severity::High, 3), "orange");
+        assert_eq!(alert_level(Severity::Medium, 50), "yellow");
+        assert_eq!(alert_level(Severity::Low, 1), "yellow");
+    }
+
+    // Proves the index formula and that each category boundary is exclusive (> 80 is excellent,
+    // exactly 80 is good). 50 km/h and 0 % occupancy give (0.6 + 0.4) * 100 = 100.
+    #[test]
+    fn mobility_formula_and_edges() {
+        assert_eq!(mobility_index(50.0, 0.0), 100.0);
+        // 25 km/h, 50 %: (0.5 * 0.6 + 0.5 * 0.4) * 100 = 50.
+        assert!((mobility_index(25.0, 50.0) - 50.0).abs() < 1e-9);
+        assert_eq!(mobility_category(80.0001), "excellent");
+        assert_eq!(mobility_category(80.0), "good");
+        assert_eq!(mobility_category(60.0), "moderate");
+        assert_eq!(mobility_category(40.0), "poor");
+        assert_eq!(mobility_category(20.0), "critical");
+        assert_eq!(mobility_category(-5.0), "critical");
+    }
+
+    // Proves exact sums: adding in any order gives bit-identical means.
+    #[test]
+    fn sums_are_order_independent() {
+        let values = [0.1, 0.2, 0.3, 17.45, 99.99, 1e-3];
+        let mut a = MobilityAgg::default();
+        let mut b = MobilityAgg::default();
+        for v in values {
+            a.add(&TrafficInput {
+                speed: v,
+                occupancy: v,
+                vehicles: 1,
+            });
+        }
+        for v in values.iter().rev() {
+            b.add(&TrafficInput {
+                speed: *v,
+                occupancy: *v,
+                vehicles: 1,
+            });
+        }
+        assert_eq!(a, b);
+        assert_eq!(
+            mean(a.speed_sum, a.count).to_bits(),
+            mean(b.speed_sum, b.count).to_bits()
+        );
+    }
+}
