@@ -8,6 +8,10 @@
 //! The model is free of the Kafka/MongoDB/PostgreSQL clients: those live behind the `services`
 //! feature so the generator and the simulator's memory path never compile them.
 
+pub mod digest;
 pub mod engine;
 pub mod model;
+pub mod replay;
+pub mod sink;
+pub mod source;
 pub mod time;
