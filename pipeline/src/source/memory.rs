@@ -1,11 +1,12 @@
-//! An in-memory partitioned log with offsets and committed consumer positions, like a Kafka
-//! topic with one consumer group. Keys are assigned to partitions by a stable hash, so records of
-//! one entity stay in order. Records below every committed position are dropped (bounded
-//! retention).
+//! An in-memory partitioned log with offsets and committed consumer positions, like Kafka topics
+//! read by one consumer group. Keys are assigned to partitions by a stable hash, so the records of
+//! one entity stay in order. Records below the committed position are dropped (bounded
+//! retention: the log holds only what is not yet committed).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::{Future, ready};
 
+use crate::engine::{RawRecord, SourcePosition};
 use crate::model::Topic;
 use crate::time::Millis;
 
@@ -14,6 +15,8 @@ use super::{Source, SourceError, SourceRecord};
 /// One partition: the retained records and the offset of the first one.
 #[derive(Debug, Default)]
 struct Partition {
+    topic_index: usize,
+    id: i32,
     base: i64,
     records: VecDeque<(Vec<u8>, Vec<u8>, Millis)>,
     /// Next offset to read.
@@ -22,11 +25,18 @@ struct Partition {
     committed: i64,
 }
 
+impl Partition {
+    fn end(&self) -> i64 {
+        self.base + self.records.len() as i64
+    }
+}
+
 /// An in-memory log of the four topics.
 #[derive(Debug)]
 pub struct MemoryLog {
     partitions_per_topic: i32,
-    partitions: BTreeMap<(Topic, i32), Partition>,
+    /// Topic-major: index = topic index * partitions_per_topic + partition.
+    partitions: Vec<Partition>,
     /// Round-robin cursor over partitions, so polls are fair.
     cursor: usize,
 }
@@ -41,97 +51,131 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     (h % partitions.max(1) as u64) as i32
 }
 
+fn topic_index(t: Topic) -> usize {
+    Topic::ALL.iter().position(|x| *x == t).unwrap_or(0)
+}
+
 impl MemoryLog {
     /// An empty log with `partitions` partitions per topic.
     pub fn new(partitions: i32) -> Self {
-        let partitions = partitions.max(1);
-        let mut map = BTreeMap::new();
-        for t in Topic::ALL {
-            for p in 0..partitions {
-                map.insert((t, p), Partition::default());
+        let ppt = partitions.max(1);
+        let mut parts = Vec::new();
+        for ti in 0..Topic::ALL.len() {
+            for id in 0..ppt {
+                parts.push(Partition { topic_index: ti, id, ..Partition::default() });
             }
         }
-        MemoryLog {
-            partitions_per_topic: partitions,
-            partitions: map,
-            cursor: 0,
-        }
+        MemoryLog { partitions_per_topic: ppt, partitions: parts, cursor: 0 }
+    }
+
+    fn index(&self, topic: Topic, partition: i32) -> usize {
+        topic_index(topic) * self.partitions_per_topic as usize + partition as usize
     }
 
     /// Appends a record; returns its (partition, offset).
     pub fn append(&mut self, topic: Topic, key: &[u8], value: Vec<u8>, ts: Millis) -> (i32, i64) {
         let p = partition_for(key, self.partitions_per_topic);
-        let part = self.partitions.entry((topic, p)).or_default();
-        let offset = part.base + part.records.len() as i64;
+        let i = self.index(topic, p);
+        let part = &mut self.partitions[i];
+        let offset = part.end();
         part.records.push_back((key.to_vec(), value, ts));
         (p, offset)
     }
 
     /// Records appended but not yet read.
     pub fn lag(&self) -> u64 {
-        self.partitions
-            .values()
-            .map(|p| (p.base + p.records.len() as i64 - p.position) as u64)
-            .sum()
+        self.partitions.iter().map(|p| (p.end() - p.position) as u64).sum()
+    }
+
+    /// Records retained (appended and not yet committed).
+    pub fn retained(&self) -> usize {
+        self.partitions.iter().map(|p| p.records.len()).sum()
     }
 
     /// Forgets uncommitted reads, as a consumer restarting from its committed offsets does.
     pub fn rewind_to_committed(&mut self) {
-        for p in self.partitions.values_mut() {
+        for p in &mut self.partitions {
             p.position = p.committed;
         }
     }
 
-    /// Reads up to `max` records synchronously (what [`Source::poll`] does).
-    pub fn read(&mut self, max: usize) -> Vec<SourceRecord> {
-        let mut out = Vec::new();
-        let n = self.partitions.len();
-        let keys: Vec<(Topic, i32)> = self.partitions.keys().copied().collect();
-        for i in 0..n {
-            if out.len() >= max {
+    /// Reads up to `max` records without copying them, handing each to `f`; returns how many.
+    /// Partitions are visited round-robin from a moving cursor, each in offset order.
+    pub fn consume_with(&mut self, max: usize, mut f: impl FnMut(RawRecord<'_>)) -> usize {
+        let mut n = 0;
+        let count = self.partitions.len();
+        for i in 0..count {
+            if n >= max {
                 break;
             }
-            let (topic, pid) = keys[(self.cursor + i) % n];
-            let part = self
-                .partitions
-                .get_mut(&(topic, pid))
-                .expect("partition exists");
-            while out.len() < max {
-                let idx = (part.position - part.base) as usize;
-                let Some((k, v, ts)) = part.records.get(idx) else {
-                    break;
-                };
-                out.push(SourceRecord {
+            let part = &mut self.partitions[(self.cursor + i) % count];
+            let topic = Topic::ALL[part.topic_index];
+            while n < max && part.position < part.end() {
+                let (k, v, ts) = &part.records[(part.position - part.base) as usize];
+                f(RawRecord {
                     topic,
-                    partition: pid,
-                    offset: part.position,
-                    key: k.clone(),
-                    value: v.clone(),
-                    timestamp_ms: *ts,
+                    key: k,
+                    value: v,
+                    kafka_timestamp_ms: *ts,
+                    position: SourcePosition { partition: part.id, offset: part.position },
                 });
                 part.position += 1;
+                n += 1;
             }
         }
-        self.cursor = (self.cursor + 1) % n.max(1);
+        self.cursor = (self.cursor + 1) % count.max(1);
+        n
+    }
+
+    /// Reads up to `max` records, copying them out (what [`Source::poll`] does).
+    pub fn read(&mut self, max: usize) -> Vec<SourceRecord> {
+        let mut out = Vec::new();
+        self.consume_with(max, |r| {
+            out.push(SourceRecord {
+                topic: r.topic,
+                partition: r.position.partition,
+                offset: r.position.offset,
+                key: r.key.to_vec(),
+                value: r.value.to_vec(),
+                timestamp_ms: r.kafka_timestamp_ms,
+            })
+        });
         out
     }
 
-    /// Commits positions (offset of the last record processed) and drops what every reader is past.
+    /// Commits positions (offset of the last record processed) and drops what is committed.
     pub fn commit_positions(&mut self, positions: &[(Topic, i32, i64)]) {
         for &(t, p, offset) in positions {
-            if let Some(part) = self.partitions.get_mut(&(t, p)) {
-                part.committed = part.committed.max(offset + 1);
-                while part.base < part.committed && !part.records.is_empty() {
-                    part.records.pop_front();
-                    part.base += 1;
-                }
+            if p < 0 || p >= self.partitions_per_topic {
+                continue;
+            }
+            let i = self.index(t, p);
+            let part = &mut self.partitions[i];
+            part.committed = part.committed.max(offset + 1).min(part.end());
+            while part.base < part.committed {
+                part.records.pop_front();
+                part.base += 1;
+            }
+        }
+    }
+
+    /// Commits everything read so far.
+    pub fn commit_all_read(&mut self) {
+        for part in &mut self.partitions {
+            part.committed = part.position;
+            while part.base < part.committed {
+                part.records.pop_front();
+                part.base += 1;
             }
         }
     }
 }
 
 impl Source for MemoryLog {
-    fn poll(&mut self, max: usize) -> impl Future<Output = Result<Vec<SourceRecord>, SourceError>> {
+    fn poll(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<SourceRecord>, SourceError>> {
         ready(Ok(self.read(max)))
     }
 
@@ -153,9 +197,8 @@ mod tests {
     #[test]
     fn offsets_commits_and_restart() {
         let mut log = MemoryLog::new(2);
-        let mut placed = Vec::new();
         for i in 0..10u8 {
-            placed.push(log.append(Topic::Traffic, &[i], vec![i], i64::from(i)));
+            log.append(Topic::Traffic, &[i], vec![i], i64::from(i));
         }
         let first = log.read(4);
         assert_eq!(first.len(), 4);
@@ -167,12 +210,10 @@ mod tests {
         let again = log.read(100);
         // Everything after the committed offset is read again; nothing before it.
         assert_eq!(again.len(), 10 - (last.offset as usize + 1));
-        assert!(
-            again
-                .iter()
-                .all(|r| r.partition != last.partition || r.offset > last.offset)
-        );
+        assert!(again.iter().all(|r| r.partition != last.partition || r.offset > last.offset));
         assert_eq!(log.lag(), 0);
+        log.commit_all_read();
+        assert_eq!(log.retained(), 0);
         assert_eq!(partition_for(b"TS-001", 4), partition_for(b"TS-001", 4));
     }
 }

@@ -1,0 +1,450 @@
+//! Checking a run against its scenario's expectations, plus the built-in invariants every run
+//! must satisfy (conservation, window membership, both stores agreeing).
+
+use pipeline::engine::{Query, Row};
+use pipeline::model::Topic;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::run::RunResult;
+use crate::scenario::{
+    Aggregation, Comparison, CountExpectation, CountMetric, FaultExpectation, FaultOutcome,
+    PerformanceExpectation, PerformanceMetric, RowExpectation, Scenario, Stat,
+};
+
+/// The outcome of one expectation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// What was checked, in words.
+    pub check: String,
+    /// Whether it held.
+    pub pass: bool,
+    /// What was expected.
+    pub expected: String,
+    /// What was found.
+    pub actual: String,
+}
+
+/// Figures derived from a run that expectations and reports share.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Throughput {
+    /// Counted topics (traffic, transport, parking), messages per simulated minute.
+    pub offered_msg_per_min: f64,
+    /// All topics, records per simulated minute.
+    pub offered_records_per_min: f64,
+    /// Records processed per wall-clock minute of pipeline work.
+    pub sustainable_records_per_min: f64,
+    /// Sustainable >= offered.
+    pub keeps_up: bool,
+}
+
+/// Computes the throughput figures of a run.
+pub fn throughput(r: &RunResult) -> Throughput {
+    let minutes = r.duration_ms as f64 / 60_000.0;
+    let counted: u64 = [Topic::Traffic, Topic::Transport, Topic::Parking]
+        .iter()
+        .map(|t| r.offered.get(t).copied().unwrap_or(0))
+        .sum();
+    let all: u64 = r.offered.values().sum();
+    let wall_min = r.pipeline_wall.as_secs_f64() / 60.0;
+    let sustainable = if wall_min > 0.0 { all as f64 / wall_min } else { f64::INFINITY };
+    let offered_all = all as f64 / minutes;
+    Throughput {
+        offered_msg_per_min: counted as f64 / minutes,
+        offered_records_per_min: offered_all,
+        sustainable_records_per_min: sustainable,
+        keeps_up: sustainable >= offered_all,
+    }
+}
+
+fn describe(c: &Comparison) -> String {
+    let v = |x: &toml::Value| match x {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if let Some(x) = &c.eq {
+        return format!("= {}", v(x));
+    }
+    if let Some(x) = c.lt {
+        return format!("< {x}");
+    }
+    if let Some(x) = c.le {
+        return format!("<= {x}");
+    }
+    if let Some(x) = c.gt {
+        return format!("> {x}");
+    }
+    if let Some(x) = c.ge {
+        return format!(">= {x}");
+    }
+    if let Some(xs) = &c.one_of {
+        return format!("in [{}]", xs.iter().map(v).collect::<Vec<_>>().join(", "));
+    }
+    if let Some([a, b]) = c.between {
+        return format!("between {a} and {b}");
+    }
+    "?".into()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= TOLERANCE * b.abs().max(1.0)
+}
+
+fn equal(value: &Value, want: &toml::Value) -> bool {
+    match (value, want) {
+        (Value::String(a), toml::Value::String(b)) => a == b,
+        (Value::Bool(a), toml::Value::Boolean(b)) => a == b,
+        (Value::Number(a), toml::Value::Integer(b)) => a.as_f64().is_some_and(|a| close(a, *b as f64)),
+        (Value::Number(a), toml::Value::Float(b)) => a.as_f64().is_some_and(|a| close(a, *b)),
+        _ => false,
+    }
+}
+
+/// Relative tolerance of `eq`, `le` and `ge` on numbers.
+const TOLERANCE: f64 = 1e-9;
+
+/// Whether `value` satisfies the comparison.
+pub fn satisfies(value: &Value, c: &Comparison) -> bool {
+    if let Some(want) = &c.eq {
+        return equal(value, want);
+    }
+    if let Some(xs) = &c.one_of {
+        return xs.iter().any(|x| equal(value, x));
+    }
+    let Some(x) = value.as_f64() else { return false };
+    match (c.lt, c.le, c.gt, c.ge, c.between) {
+        (Some(b), ..) => x < b,
+        // `le`/`ge` forgive float rounding (a mean of 0.7s is 0.7000000000000001).
+        (_, Some(b), ..) => x <= b + TOLERANCE * b.abs().max(1.0),
+        (_, _, Some(b), ..) => x > b,
+        (_, _, _, Some(b), _) => x >= b - TOLERANCE * b.abs().max(1.0),
+        (_, _, _, _, Some([lo, hi])) => lo <= x && x <= hi,
+        _ => false,
+    }
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if f.fract() == 0.0 && f.abs() < 1e15 { format!("{}", f as i64) } else { format!("{f:.4}") }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Reads `HH:MM` on the scenario's first day, or an RFC 3339 instant.
+fn instant(text: &str, scenario: &Scenario) -> Option<i64> {
+    if let Ok(t) = pipeline::time::parse(text) {
+        return t.utc_millis();
+    }
+    let (h, m) = text.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    let day = scenario.start_ms().div_euclid(86_400_000) * 86_400_000;
+    Some(day + h * 3_600_000 + m * 60_000)
+}
+
+fn row_time(row: &Value) -> Option<i64> {
+    let text = row.get("window_start").or_else(|| row.get("event_time"))?.as_str()?;
+    pipeline::time::parse(text).ok()?.utc_millis()
+}
+
+fn check_rows(e: &RowExpectation, scenario: &Scenario, run: &RunResult) -> Verdict {
+    let mut what = format!("rows {}", e.query);
+    for (k, v) in &e.filter {
+        what.push_str(&format!(" {k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)));
+    }
+    if let Some(f) = &e.from {
+        what.push_str(&format!(" from {f}"));
+    }
+    if let Some(t) = &e.to {
+        what.push_str(&format!(" to {t}"));
+    }
+    let query: Query = match e.query.parse() {
+        Ok(q) => q,
+        Err(err) => return Verdict { check: what, pass: false, expected: String::new(), actual: err },
+    };
+    let from = e.from.as_deref().and_then(|f| instant(f, scenario));
+    let to = e.to.as_deref().and_then(|t| instant(t, scenario));
+    let rows: Vec<Value> = run
+        .documents
+        .collection(query)
+        .filter(|r| r.is_final)
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .filter(|v| {
+            e.filter.iter().all(|(k, want)| v.get(k).is_some_and(|got| equal(got, want)))
+                && row_time(v).is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|x| t < x))
+        })
+        .collect();
+    let field = e.field.clone().unwrap_or_default();
+    let agg = format!("{:?}", e.agg).to_lowercase();
+    let check = format!("{what}: {agg} {field} {}", describe(&e.cmp));
+    let expected = format!("{agg} {field} {} (at least {} rows)", describe(&e.cmp), e.min_rows);
+    if rows.len() < e.min_rows {
+        return Verdict { check, pass: false, expected, actual: format!("{} rows selected", rows.len()) };
+    }
+    let values: Vec<Value> = rows.iter().map(|r| r.get(&field).cloned().unwrap_or(Value::Null)).collect();
+    let numeric = |f: fn(&[f64]) -> f64| -> Value {
+        let xs: Vec<f64> = values.iter().filter_map(Value::as_f64).collect();
+        serde_json::Number::from_f64(f(&xs)).map_or(Value::Null, Value::Number)
+    };
+    let (pass, actual) = match e.agg {
+        Aggregation::All | Aggregation::Any | Aggregation::None => {
+            let ok: Vec<bool> = values.iter().map(|v| satisfies(v, &e.cmp)).collect();
+            let passing = ok.iter().filter(|b| **b).count();
+            let pass = match e.agg {
+                Aggregation::All => passing == ok.len(),
+                Aggregation::Any => passing > 0,
+                _ => passing == 0,
+            };
+            let example = |want: bool| {
+                ok.iter().position(|b| *b == want).map(|i| {
+                    format!("; e.g. {} = {}", rows[i].get("id").map_or(String::new(), short), short(&values[i]))
+                })
+            };
+            let detail = if e.agg == Aggregation::All { example(false) } else { example(true) };
+            (pass, format!("{passing} of {} rows satisfy{}", ok.len(), detail.unwrap_or_default()))
+        }
+        Aggregation::Mean => {
+            let v = numeric(|xs| xs.iter().sum::<f64>() / xs.len().max(1) as f64);
+            (satisfies(&v, &e.cmp), format!("mean {} over {} rows", short(&v), rows.len()))
+        }
+        Aggregation::Min => {
+            let v = numeric(|xs| xs.iter().copied().fold(f64::INFINITY, f64::min));
+            (satisfies(&v, &e.cmp), format!("min {} over {} rows", short(&v), rows.len()))
+        }
+        Aggregation::Max => {
+            let v = numeric(|xs| xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            (satisfies(&v, &e.cmp), format!("max {} over {} rows", short(&v), rows.len()))
+        }
+        Aggregation::Sum => {
+            let v = numeric(|xs| xs.iter().sum());
+            (satisfies(&v, &e.cmp), format!("sum {} over {} rows", short(&v), rows.len()))
+        }
+        Aggregation::Count => {
+            let v = Value::from(rows.len());
+            (satisfies(&v, &e.cmp), format!("{} rows", rows.len()))
+        }
+    };
+    Verdict { check, pass, expected, actual }
+}
+
+fn row_kind_matches(row: &Row, kind: &str) -> bool {
+    let Ok(v) = serde_json::to_value(row) else { return false };
+    ["anomaly_type", "severity", "alert_level", "category", "alert_type"]
+        .iter()
+        .any(|f| v.get(f).and_then(Value::as_str) == Some(kind))
+}
+
+fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
+    let query: Option<Query> = e.query.as_deref().and_then(|q| q.parse().ok());
+    let topic: Option<Topic> = e.topic.as_deref().and_then(|t| t.parse().ok());
+    let kind_ok = |r: &Row| e.kind.as_deref().is_none_or(|k| row_kind_matches(r, k));
+    let n: u64 = match e.metric {
+        CountMetric::Alerts => run
+            .documents
+            .rows()
+            .filter(|r| r.query().is_alert() && query.is_none_or(|q| r.query() == q) && kind_ok(r))
+            .count() as u64,
+        CountMetric::FinalRows => run
+            .documents
+            .rows()
+            .filter(|r| r.is_final && !r.query().is_alert() && query.is_none_or(|q| r.query() == q) && kind_ok(r))
+            .count() as u64,
+        CountMetric::DeadLetters => run
+            .documents
+            .dead_letters()
+            .iter()
+            .filter(|d| e.reason.as_deref().is_none_or(|x| d.reason.name() == x))
+            .filter(|d| topic.is_none_or(|t| d.topic == t))
+            .count() as u64,
+        CountMetric::Late => run
+            .documents
+            .late()
+            .iter()
+            .filter(|l| query.is_none_or(|q| l.query == q) && topic.is_none_or(|t| l.topic == t))
+            .count() as u64,
+        CountMetric::RecordsIn => run
+            .counters
+            .topics
+            .iter()
+            .filter(|(t, _)| topic.is_none_or(|x| **t == x))
+            .map(|(_, c)| c.records_in)
+            .sum(),
+        CountMetric::Accepted => run
+            .counters
+            .topics
+            .iter()
+            .filter(|(t, _)| topic.is_none_or(|x| **t == x))
+            .map(|(_, c)| c.accepted)
+            .sum(),
+    };
+    let mut what = format!("count {:?}", e.metric).to_lowercase();
+    for (label, v) in [("query", &e.query), ("reason", &e.reason), ("topic", &e.topic), ("kind", &e.kind)] {
+        if let Some(v) = v {
+            what.push_str(&format!(" {label}={v}"));
+        }
+    }
+    let value = Value::from(n);
+    Verdict {
+        check: format!("{what} {}", describe(&e.cmp)),
+        pass: satisfies(&value, &e.cmp),
+        expected: describe(&e.cmp),
+        actual: n.to_string(),
+    }
+}
+
+fn check_performance(e: &PerformanceExpectation, run: &RunResult, tp: &Throughput) -> Verdict {
+    let stat = |h: &crate::stats::Histogram| {
+        let p = h.percentiles();
+        match e.stat {
+            Stat::P50 => p.p50_ms,
+            Stat::P95 => p.p95_ms,
+            Stat::P99 => p.p99_ms,
+            Stat::Max => p.max_ms,
+        }
+    };
+    let (name, value) = match e.metric {
+        PerformanceMetric::OfferedMsgPerMin => ("offered msg/min".to_owned(), Value::from(tp.offered_msg_per_min)),
+        PerformanceMetric::OfferedRecordsPerMin => {
+            ("offered records/min".to_owned(), Value::from(tp.offered_records_per_min))
+        }
+        PerformanceMetric::SustainableRecordsPerMin => {
+            ("sustainable records/min".to_owned(), Value::from(tp.sustainable_records_per_min))
+        }
+        PerformanceMetric::KeepsUp => ("keeps up".to_owned(), Value::from(tp.keeps_up)),
+        PerformanceMetric::AlertLatencyMs => {
+            (format!("alert latency {:?} ms", e.stat).to_lowercase(), Value::from(stat(&run.alert_latency)))
+        }
+        PerformanceMetric::WindowLatencyMs => {
+            (format!("window latency {:?} ms", e.stat).to_lowercase(), Value::from(stat(&run.window_latency)))
+        }
+        PerformanceMetric::TriggerProcessingMs => (
+            format!("trigger processing {:?} ms", e.stat).to_lowercase(),
+            Value::from(stat(&run.trigger_processing)),
+        ),
+    };
+    Verdict {
+        check: format!("{name} {}", describe(&e.cmp)),
+        pass: satisfies(&value, &e.cmp),
+        expected: describe(&e.cmp),
+        actual: short(&value),
+    }
+}
+
+fn check_fault(e: &FaultExpectation, run: &RunResult) -> Verdict {
+    let traces: Vec<_> = run.faults.iter().filter(|t| t.fault == e.fault).collect();
+    let ok = |t: &crate::run::FaultTrace| match e.outcome {
+        FaultOutcome::DeadLetter => t
+            .dead_letter
+            .is_some_and(|r| e.reason.as_deref().is_none_or(|want| r.name() == want)),
+        FaultOutcome::Late => t.dead_letter.is_none() && !t.late_for.is_empty(),
+        FaultOutcome::Accepted => t.dead_letter.is_none() && t.late_for.is_empty(),
+    };
+    let good = traces.iter().filter(|t| ok(t)).count();
+    let outcome = format!("{:?}", e.outcome).to_lowercase();
+    let expected = format!(
+        "all (at least {}) {} records -> {outcome}{}",
+        e.min_records,
+        e.fault,
+        e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    );
+    let bad = traces.iter().find(|t| !ok(t));
+    let actual = format!(
+        "{good} of {} records{}",
+        traces.len(),
+        bad.map(|t| format!("; e.g. one went to {:?} / late for {:?}", t.dead_letter.map(|r| r.name()), t.late_for))
+            .unwrap_or_default()
+    );
+    Verdict {
+        check: format!("fault {} -> {outcome}", e.fault),
+        pass: traces.len() >= e.min_records && good == traces.len(),
+        expected,
+        actual,
+    }
+}
+
+/// Records a final row aggregates, for windowed queries.
+fn records_in_row(row: &Row) -> Option<u64> {
+    use pipeline::engine::RowBody;
+    match &row.body {
+        RowBody::TrafficAggregations(r) => Some(r.sensor_readings),
+        RowBody::TransportMetrics(r) => Some(r.reports),
+        RowBody::IncidentAggregations(r) => Some(r.count),
+        RowBody::MobilityIndex(r) => Some(r.total_readings),
+        RowBody::ParkingAggregations(r) => Some(r.readings),
+        _ => None,
+    }
+}
+
+/// The invariants every run must satisfy, whatever its scenario says.
+pub fn builtin(run: &RunResult, config: &pipeline::engine::EngineConfig) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    // Aggregates hold exactly the aggregated records, each in size/slide windows: nothing that
+    // was dead-lettered or late slipped into a window, and nothing aggregated went missing.
+    let mut bad = Vec::new();
+    for (query, window) in [
+        (Query::TrafficAggregations, config.traffic_window),
+        (Query::TransportMetrics, config.transport_window),
+        (Query::IncidentAggregations, config.incident_window),
+        (Query::MobilityIndex, config.mobility_window),
+        (Query::ParkingAggregations, config.parking_window),
+    ] {
+        let in_rows: u64 = run.documents.collection(query).filter_map(records_in_row).sum();
+        let aggregated = run.counters.queries.get(&query).map_or(0, |c| c.aggregated);
+        let want = aggregated * window.windows_per_record() as u64;
+        if in_rows != want {
+            bad.push(format!("{query}: rows hold {in_rows}, expected {aggregated} x {}", window.windows_per_record()));
+        }
+    }
+    v.push(Verdict {
+        check: "aggregates hold exactly the aggregated records, each in size/slide windows".into(),
+        pass: bad.is_empty(),
+        expected: "sum of per-window record counts = aggregated x size/slide, per query".into(),
+        actual: if bad.is_empty() { "holds".into() } else { bad.join("; ") },
+    });
+    let conservation = run.counters.check_conservation();
+    v.push(Verdict {
+        check: "conservation: in = aggregated + dead-lettered + late (+ over limit)".into(),
+        pass: conservation.is_ok(),
+        expected: "holds for every topic and windowed query".into(),
+        actual: conservation.err().unwrap_or_else(|| "holds".into()),
+    });
+    let docs = run.documents.digest().hex();
+    let tables = run.tables.digest().hex();
+    v.push(Verdict {
+        check: "the document store and the table store hold the same final rows".into(),
+        pass: docs == tables,
+        expected: docs.clone(),
+        actual: tables,
+    });
+    let offered: u64 = run.offered.values().sum();
+    let read: u64 = run.counters.topics.values().map(|c| c.records_in).sum();
+    v.push(Verdict {
+        check: "every offered record reached the engine".into(),
+        pass: offered == read,
+        expected: offered.to_string(),
+        actual: read.to_string(),
+    });
+    v
+}
+
+/// Checks a run against its scenario; built-in invariants first.
+pub fn evaluate(scenario: &Scenario, run: &RunResult, digest: &str) -> Vec<Verdict> {
+    let tp = throughput(run);
+    let mut verdicts = builtin(run, &scenario.pipeline);
+    verdicts.extend(scenario.expect.rows.iter().map(|e| check_rows(e, scenario, run)));
+    verdicts.extend(scenario.expect.counts.iter().map(|e| check_count(e, run)));
+    verdicts.extend(scenario.expect.performance.iter().map(|e| check_performance(e, run, &tp)));
+    verdicts.extend(scenario.expect.faults.iter().map(|e| check_fault(e, run)));
+    if let Some(want) = &scenario.expect.digest {
+        verdicts.push(Verdict {
+            check: "output digest is the pinned one".into(),
+            pass: want == digest,
+            expected: want.clone(),
+            actual: digest.to_owned(),
+        });
+    }
+    verdicts
+}

@@ -1,0 +1,182 @@
+//! The run report: a readable summary table for people and `report.json` for machines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use pipeline::engine::{Counters, Query};
+use pipeline::model::Topic;
+use serde::Serialize;
+
+use crate::expect::{Throughput, Verdict, throughput};
+use crate::run::RunResult;
+use crate::scenario::{Backend, Scenario};
+use crate::stats::Percentiles;
+
+/// Latency distributions.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latencies {
+    /// Produce time of the triggering record -> alert row durable.
+    pub alert: Percentiles,
+    /// Watermark passes the window's end -> final row durable.
+    pub window: Percentiles,
+    /// One trigger's work, from its start to the last sink write.
+    pub trigger_processing: Percentiles,
+}
+
+/// Wall-clock figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Wall {
+    /// The pipeline's own work (log, engine, sinks), seconds.
+    pub pipeline_s: f64,
+    /// The whole run, generation included, seconds.
+    pub total_s: f64,
+    /// Simulated time / total wall time.
+    pub speedup: f64,
+}
+
+/// Everything about one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file.
+    pub file: String,
+    /// What the scenario shows.
+    pub description: String,
+    /// Seed used (reproduce with `--seed`).
+    pub seed: u64,
+    /// Backend used.
+    pub backend: Backend,
+    /// First simulated instant.
+    pub start: String,
+    /// Simulated span, ms.
+    pub duration_ms: i64,
+    /// Records offered per topic.
+    pub offered: BTreeMap<Topic, u64>,
+    /// Final rows stored per query (windows, or alerts for per-record queries).
+    pub rows: BTreeMap<Query, u64>,
+    /// Dead-letter rows by reason.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Late rows by query.
+    pub late: BTreeMap<Query, u64>,
+    /// The engine's counters.
+    pub counters: Counters,
+    /// Offered and sustainable rates.
+    pub throughput: Throughput,
+    /// Latency percentiles.
+    pub latency: Latencies,
+    /// Wall-clock cost.
+    pub wall: Wall,
+    /// SHA-256 of the canonical, ordered final rows.
+    pub digest: String,
+    /// Every expectation, built-in ones first.
+    pub expectations: Vec<Verdict>,
+    /// Whether every expectation held.
+    pub passed: bool,
+}
+
+impl Report {
+    /// Assembles the report of a finished run.
+    pub fn new(scenario: &Scenario, file: &str, backend: Backend, run: &RunResult, digest: String, expectations: Vec<Verdict>) -> Self {
+        let mut rows = BTreeMap::new();
+        for row in run.documents.rows() {
+            *rows.entry(row.query()).or_insert(0) += 1;
+        }
+        let mut dead_letters = BTreeMap::new();
+        for d in run.documents.dead_letters() {
+            *dead_letters.entry(d.reason.name().to_owned()).or_insert(0) += 1;
+        }
+        let mut late = BTreeMap::new();
+        for l in run.documents.late() {
+            *late.entry(l.query).or_insert(0) += 1;
+        }
+        let total_s = run.total_wall.as_secs_f64();
+        Report {
+            scenario: scenario.name.clone(),
+            file: file.to_owned(),
+            description: scenario.description.clone(),
+            seed: run.seed,
+            backend,
+            start: scenario.start.clone(),
+            duration_ms: run.duration_ms,
+            offered: run.offered.clone(),
+            rows,
+            dead_letters,
+            late,
+            counters: run.counters.clone(),
+            throughput: throughput(run),
+            latency: Latencies {
+                alert: run.alert_latency.percentiles(),
+                window: run.window_latency.percentiles(),
+                trigger_processing: run.trigger_processing.percentiles(),
+            },
+            wall: Wall {
+                pipeline_s: run.pipeline_wall.as_secs_f64(),
+                total_s,
+                speedup: if total_s > 0.0 { run.duration_ms as f64 / 1000.0 / total_s } else { 0.0 },
+            },
+            passed: expectations.iter().all(|v| v.pass),
+            expectations,
+            digest,
+        }
+    }
+
+    /// The readable summary table.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let hours = self.duration_ms as f64 / 3_600_000.0;
+        let _ = writeln!(s, "scenario {} ({}), seed {}, backend {:?}", self.scenario, self.file, self.seed, self.backend);
+        let _ = writeln!(s, "simulated {hours:.2} h from {} in {:.3} s wall ({:.0}x real time)", self.start, self.wall.total_s, self.wall.speedup);
+        let total: u64 = self.offered.values().sum();
+        let per_topic: Vec<String> = self.offered.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let _ = writeln!(s, "records   {total} ({})", per_topic.join(", "));
+        let _ = writeln!(s, "{:<24}{:>12}{:>10}", "query", "final rows", "late");
+        for q in Query::ALL {
+            let _ = writeln!(
+                s,
+                "  {:<22}{:>12}{:>10}{}",
+                q.name(),
+                self.rows.get(&q).copied().unwrap_or(0),
+                self.late.get(&q).copied().unwrap_or(0),
+                if q.is_alert() { "  (alerts)" } else { "" }
+            );
+        }
+        let dl: Vec<String> = self.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = writeln!(s, "dead letters {}", if dl.is_empty() { "0".to_owned() } else { dl.join(", ") });
+        let t = &self.throughput;
+        let _ = writeln!(
+            s,
+            "throughput offered {:.0} msg/min ({:.0} records/min with incidents), sustainable {:.0} records/min: {}",
+            t.offered_msg_per_min,
+            t.offered_records_per_min,
+            t.sustainable_records_per_min,
+            if t.keeps_up { "keeps up" } else { "FALLS BEHIND" }
+        );
+        let _ = writeln!(s, "{:<22}{:>8}{:>10}{:>10}{:>10}{:>10}", "latency (ms)", "n", "p50", "p95", "p99", "max");
+        for (name, p) in [
+            ("alert", &self.latency.alert),
+            ("window", &self.latency.window),
+            ("trigger processing", &self.latency.trigger_processing),
+        ] {
+            let _ = writeln!(s, "  {:<20}{:>8}{:>10.3}{:>10.3}{:>10.3}{:>10.3}", name, p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms);
+        }
+        let _ = writeln!(s, "expectations");
+        for v in &self.expectations {
+            let _ = writeln!(s, "  [{}] {}  (actual: {})", if v.pass { "pass" } else { "FAIL" }, v.check, v.actual);
+        }
+        let _ = writeln!(s, "output digest: {}", self.digest);
+        s
+    }
+
+    /// The failures, with expected vs actual and how to reproduce them.
+    pub fn failures(&self) -> String {
+        let mut s = String::new();
+        for v in self.expectations.iter().filter(|v| !v.pass) {
+            let _ = writeln!(s, "FAILED {}\n  expected: {}\n  actual:   {}", v.check, v.expected, v.actual);
+        }
+        if !s.is_empty() {
+            let _ = writeln!(s, "reproduce with: simulator run {} --seed {}", self.file, self.seed);
+        }
+        s
+    }
+}
