@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use smart_city::simulator::{self, Report, Scenario};
 
 fn scenario_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.toml"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"))
 }
 
 /// Runs a shipped scenario twice; panics with the report (and the seed) unless both runs pass
@@ -14,14 +16,22 @@ fn scenario_path(name: &str) -> PathBuf {
 fn passes_twice(name: &str) -> Report {
     let path = scenario_path(name);
     let first = simulator::run_file(&path, None, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(first.passed, "{name} failed:\n{}\n{}", first.failures(), first.summary());
+    assert!(
+        first.passed,
+        "{name} failed:\n{}\n{}",
+        first.failures(),
+        first.summary()
+    );
     let second = simulator::run_file(&path, None, None).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(
         first.digest, second.digest,
         "{name} is not deterministic: seed {} gave two digests",
         first.seed
     );
-    assert_eq!(first.counters, second.counters, "{name}: counters differ between runs");
+    assert_eq!(
+        first.counters, second.counters,
+        "{name}: counters differ between runs"
+    );
     first
 }
 
@@ -76,7 +86,14 @@ fn every_shipped_scenario_is_tested() {
     names.sort();
     assert_eq!(
         names,
-        ["incident_storm", "load_10x", "rush_hour", "sensor_faults", "severe_congestion", "thesis_baseline"]
+        [
+            "incident_storm",
+            "load_10x",
+            "rush_hour",
+            "sensor_faults",
+            "severe_congestion",
+            "thesis_baseline"
+        ]
     );
 }
 
@@ -91,7 +108,10 @@ fn wrong_expectation_fails_with_a_clear_diff() {
     let report = simulator::run_scenario(&scenario, &path, Some(5), None, &mut |_, _| {}).unwrap();
     assert!(!report.passed);
     let failures = report.failures();
-    assert!(failures.contains("FAILED offered msg/min = 800"), "{failures}");
+    assert!(
+        failures.contains("FAILED offered msg/min = 800"),
+        "{failures}"
+    );
     assert!(failures.contains("expected: = 800"), "{failures}");
     assert!(failures.contains("actual:   792"), "{failures}");
     assert!(failures.contains("--seed 5"), "{failures}");

@@ -47,7 +47,11 @@ pub fn throughput(r: &RunResult) -> Throughput {
         .sum();
     let all: u64 = r.offered.values().sum();
     let wall_min = r.pipeline_wall.as_secs_f64() / 60.0;
-    let sustainable = if wall_min > 0.0 { all as f64 / wall_min } else { f64::INFINITY };
+    let sustainable = if wall_min > 0.0 {
+        all as f64 / wall_min
+    } else {
+        f64::INFINITY
+    };
     let offered_all = all as f64 / minutes;
     Throughput {
         offered_msg_per_min: counted as f64 / minutes,
@@ -94,7 +98,9 @@ fn equal(value: &Value, want: &toml::Value) -> bool {
     match (value, want) {
         (Value::String(a), toml::Value::String(b)) => a == b,
         (Value::Bool(a), toml::Value::Boolean(b)) => a == b,
-        (Value::Number(a), toml::Value::Integer(b)) => a.as_f64().is_some_and(|a| close(a, *b as f64)),
+        (Value::Number(a), toml::Value::Integer(b)) => {
+            a.as_f64().is_some_and(|a| close(a, *b as f64))
+        }
         (Value::Number(a), toml::Value::Float(b)) => a.as_f64().is_some_and(|a| close(a, *b)),
         _ => false,
     }
@@ -111,7 +117,9 @@ pub fn satisfies(value: &Value, c: &Comparison) -> bool {
     if let Some(xs) = &c.one_of {
         return xs.iter().any(|x| equal(value, x));
     }
-    let Some(x) = value.as_f64() else { return false };
+    let Some(x) = value.as_f64() else {
+        return false;
+    };
     match (c.lt, c.le, c.gt, c.ge, c.between) {
         (Some(b), ..) => x < b,
         // `le`/`ge` forgive float rounding (a mean of 0.7s is 0.7000000000000001).
@@ -128,7 +136,11 @@ fn short(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) => {
             let f = n.as_f64().unwrap_or(0.0);
-            if f.fract() == 0.0 && f.abs() < 1e15 { format!("{}", f as i64) } else { format!("{f:.4}") }
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                format!("{}", f as i64)
+            } else {
+                format!("{f:.4}")
+            }
         }
         other => other.to_string(),
     }
@@ -146,14 +158,20 @@ fn instant(text: &str, scenario: &Scenario) -> Option<i64> {
 }
 
 fn row_time(row: &Value) -> Option<i64> {
-    let text = row.get("window_start").or_else(|| row.get("event_time"))?.as_str()?;
+    let text = row
+        .get("window_start")
+        .or_else(|| row.get("event_time"))?
+        .as_str()?;
     pipeline::time::parse(text).ok()?.utc_millis()
 }
 
 fn check_rows(e: &RowExpectation, scenario: &Scenario, run: &RunResult) -> Verdict {
     let mut what = format!("rows {}", e.query);
     for (k, v) in &e.filter {
-        what.push_str(&format!(" {k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)));
+        what.push_str(&format!(
+            " {k}={}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+        ));
     }
     if let Some(f) = &e.from {
         what.push_str(&format!(" from {f}"));
@@ -163,7 +181,14 @@ fn check_rows(e: &RowExpectation, scenario: &Scenario, run: &RunResult) -> Verdi
     }
     let query: Query = match e.query.parse() {
         Ok(q) => q,
-        Err(err) => return Verdict { check: what, pass: false, expected: String::new(), actual: err },
+        Err(err) => {
+            return Verdict {
+                check: what,
+                pass: false,
+                expected: String::new(),
+                actual: err,
+            };
+        }
     };
     let from = e.from.as_deref().and_then(|f| instant(f, scenario));
     let to = e.to.as_deref().and_then(|t| instant(t, scenario));
@@ -173,18 +198,33 @@ fn check_rows(e: &RowExpectation, scenario: &Scenario, run: &RunResult) -> Verdi
         .filter(|r| r.is_final)
         .filter_map(|r| serde_json::to_value(r).ok())
         .filter(|v| {
-            e.filter.iter().all(|(k, want)| v.get(k).is_some_and(|got| equal(got, want)))
-                && row_time(v).is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|x| t < x))
+            e.filter
+                .iter()
+                .all(|(k, want)| v.get(k).is_some_and(|got| equal(got, want)))
+                && row_time(v)
+                    .is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|x| t < x))
         })
         .collect();
     let field = e.field.clone().unwrap_or_default();
     let agg = format!("{:?}", e.agg).to_lowercase();
     let check = format!("{what}: {agg} {field} {}", describe(&e.cmp));
-    let expected = format!("{agg} {field} {} (at least {} rows)", describe(&e.cmp), e.min_rows);
+    let expected = format!(
+        "{agg} {field} {} (at least {} rows)",
+        describe(&e.cmp),
+        e.min_rows
+    );
     if rows.len() < e.min_rows {
-        return Verdict { check, pass: false, expected, actual: format!("{} rows selected", rows.len()) };
+        return Verdict {
+            check,
+            pass: false,
+            expected,
+            actual: format!("{} rows selected", rows.len()),
+        };
     }
-    let values: Vec<Value> = rows.iter().map(|r| r.get(&field).cloned().unwrap_or(Value::Null)).collect();
+    let values: Vec<Value> = rows
+        .iter()
+        .map(|r| r.get(&field).cloned().unwrap_or(Value::Null))
+        .collect();
     let numeric = |f: fn(&[f64]) -> f64| -> Value {
         let xs: Vec<f64> = values.iter().filter_map(Value::as_f64).collect();
         serde_json::Number::from_f64(f(&xs)).map_or(Value::Null, Value::Number)
@@ -200,41 +240,81 @@ fn check_rows(e: &RowExpectation, scenario: &Scenario, run: &RunResult) -> Verdi
             };
             let example = |want: bool| {
                 ok.iter().position(|b| *b == want).map(|i| {
-                    format!("; e.g. {} = {}", rows[i].get("id").map_or(String::new(), short), short(&values[i]))
+                    format!(
+                        "; e.g. {} = {}",
+                        rows[i].get("id").map_or(String::new(), short),
+                        short(&values[i])
+                    )
                 })
             };
-            let detail = if e.agg == Aggregation::All { example(false) } else { example(true) };
-            (pass, format!("{passing} of {} rows satisfy{}", ok.len(), detail.unwrap_or_default()))
+            let detail = if e.agg == Aggregation::All {
+                example(false)
+            } else {
+                example(true)
+            };
+            (
+                pass,
+                format!(
+                    "{passing} of {} rows satisfy{}",
+                    ok.len(),
+                    detail.unwrap_or_default()
+                ),
+            )
         }
         Aggregation::Mean => {
             let v = numeric(|xs| xs.iter().sum::<f64>() / xs.len().max(1) as f64);
-            (satisfies(&v, &e.cmp), format!("mean {} over {} rows", short(&v), rows.len()))
+            (
+                satisfies(&v, &e.cmp),
+                format!("mean {} over {} rows", short(&v), rows.len()),
+            )
         }
         Aggregation::Min => {
             let v = numeric(|xs| xs.iter().copied().fold(f64::INFINITY, f64::min));
-            (satisfies(&v, &e.cmp), format!("min {} over {} rows", short(&v), rows.len()))
+            (
+                satisfies(&v, &e.cmp),
+                format!("min {} over {} rows", short(&v), rows.len()),
+            )
         }
         Aggregation::Max => {
             let v = numeric(|xs| xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-            (satisfies(&v, &e.cmp), format!("max {} over {} rows", short(&v), rows.len()))
+            (
+                satisfies(&v, &e.cmp),
+                format!("max {} over {} rows", short(&v), rows.len()),
+            )
         }
         Aggregation::Sum => {
             let v = numeric(|xs| xs.iter().sum());
-            (satisfies(&v, &e.cmp), format!("sum {} over {} rows", short(&v), rows.len()))
+            (
+                satisfies(&v, &e.cmp),
+                format!("sum {} over {} rows", short(&v), rows.len()),
+            )
         }
         Aggregation::Count => {
             let v = Value::from(rows.len());
             (satisfies(&v, &e.cmp), format!("{} rows", rows.len()))
         }
     };
-    Verdict { check, pass, expected, actual }
+    Verdict {
+        check,
+        pass,
+        expected,
+        actual,
+    }
 }
 
 fn row_kind_matches(row: &Row, kind: &str) -> bool {
-    let Ok(v) = serde_json::to_value(row) else { return false };
-    ["anomaly_type", "severity", "alert_level", "category", "alert_type"]
-        .iter()
-        .any(|f| v.get(f).and_then(Value::as_str) == Some(kind))
+    let Ok(v) = serde_json::to_value(row) else {
+        return false;
+    };
+    [
+        "anomaly_type",
+        "severity",
+        "alert_level",
+        "category",
+        "alert_type",
+    ]
+    .iter()
+    .any(|f| v.get(f).and_then(Value::as_str) == Some(kind))
 }
 
 fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
@@ -250,7 +330,12 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
         CountMetric::FinalRows => run
             .documents
             .rows()
-            .filter(|r| r.is_final && !r.query().is_alert() && query.is_none_or(|q| r.query() == q) && kind_ok(r))
+            .filter(|r| {
+                r.is_final
+                    && !r.query().is_alert()
+                    && query.is_none_or(|q| r.query() == q)
+                    && kind_ok(r)
+            })
             .count() as u64,
         CountMetric::DeadLetters => run
             .documents
@@ -281,7 +366,12 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
             .sum(),
     };
     let mut what = format!("count {:?}", e.metric).to_lowercase();
-    for (label, v) in [("query", &e.query), ("reason", &e.reason), ("topic", &e.topic), ("kind", &e.kind)] {
+    for (label, v) in [
+        ("query", &e.query),
+        ("reason", &e.reason),
+        ("topic", &e.topic),
+        ("kind", &e.kind),
+    ] {
         if let Some(v) = v {
             what.push_str(&format!(" {label}={v}"));
         }
@@ -306,20 +396,27 @@ fn check_performance(e: &PerformanceExpectation, run: &RunResult, tp: &Throughpu
         }
     };
     let (name, value) = match e.metric {
-        PerformanceMetric::OfferedMsgPerMin => ("offered msg/min".to_owned(), Value::from(tp.offered_msg_per_min)),
-        PerformanceMetric::OfferedRecordsPerMin => {
-            ("offered records/min".to_owned(), Value::from(tp.offered_records_per_min))
-        }
-        PerformanceMetric::SustainableRecordsPerMin => {
-            ("sustainable records/min".to_owned(), Value::from(tp.sustainable_records_per_min))
-        }
+        PerformanceMetric::OfferedMsgPerMin => (
+            "offered msg/min".to_owned(),
+            Value::from(tp.offered_msg_per_min),
+        ),
+        PerformanceMetric::OfferedRecordsPerMin => (
+            "offered records/min".to_owned(),
+            Value::from(tp.offered_records_per_min),
+        ),
+        PerformanceMetric::SustainableRecordsPerMin => (
+            "sustainable records/min".to_owned(),
+            Value::from(tp.sustainable_records_per_min),
+        ),
         PerformanceMetric::KeepsUp => ("keeps up".to_owned(), Value::from(tp.keeps_up)),
-        PerformanceMetric::AlertLatencyMs => {
-            (format!("alert latency {:?} ms", e.stat).to_lowercase(), Value::from(stat(&run.alert_latency)))
-        }
-        PerformanceMetric::WindowLatencyMs => {
-            (format!("window latency {:?} ms", e.stat).to_lowercase(), Value::from(stat(&run.window_latency)))
-        }
+        PerformanceMetric::AlertLatencyMs => (
+            format!("alert latency {:?} ms", e.stat).to_lowercase(),
+            Value::from(stat(&run.alert_latency)),
+        ),
+        PerformanceMetric::WindowLatencyMs => (
+            format!("window latency {:?} ms", e.stat).to_lowercase(),
+            Value::from(stat(&run.window_latency)),
+        ),
         PerformanceMetric::TriggerProcessingMs => (
             format!("trigger processing {:?} ms", e.stat).to_lowercase(),
             Value::from(stat(&run.trigger_processing)),
@@ -348,14 +445,21 @@ fn check_fault(e: &FaultExpectation, run: &RunResult) -> Verdict {
         "all (at least {}) {} records -> {outcome}{}",
         e.min_records,
         e.fault,
-        e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        e.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
     );
     let bad = traces.iter().find(|t| !ok(t));
     let actual = format!(
         "{good} of {} records{}",
         traces.len(),
-        bad.map(|t| format!("; e.g. one went to {:?} / late for {:?}", t.dead_letter.map(|r| r.name()), t.late_for))
-            .unwrap_or_default()
+        bad.map(|t| format!(
+            "; e.g. one went to {:?} / late for {:?}",
+            t.dead_letter.map(|r| r.name()),
+            t.late_for
+        ))
+        .unwrap_or_default()
     );
     Verdict {
         check: format!("fault {} -> {outcome}", e.fault),
@@ -391,18 +495,29 @@ pub fn builtin(run: &RunResult, config: &pipeline::engine::EngineConfig) -> Vec<
         (Query::MobilityIndex, config.mobility_window),
         (Query::ParkingAggregations, config.parking_window),
     ] {
-        let in_rows: u64 = run.documents.collection(query).filter_map(records_in_row).sum();
+        let in_rows: u64 = run
+            .documents
+            .collection(query)
+            .filter_map(records_in_row)
+            .sum();
         let aggregated = run.counters.queries.get(&query).map_or(0, |c| c.aggregated);
         let want = aggregated * window.windows_per_record() as u64;
         if in_rows != want {
-            bad.push(format!("{query}: rows hold {in_rows}, expected {aggregated} x {}", window.windows_per_record()));
+            bad.push(format!(
+                "{query}: rows hold {in_rows}, expected {aggregated} x {}",
+                window.windows_per_record()
+            ));
         }
     }
     v.push(Verdict {
         check: "aggregates hold exactly the aggregated records, each in size/slide windows".into(),
         pass: bad.is_empty(),
         expected: "sum of per-window record counts = aggregated x size/slide, per query".into(),
-        actual: if bad.is_empty() { "holds".into() } else { bad.join("; ") },
+        actual: if bad.is_empty() {
+            "holds".into()
+        } else {
+            bad.join("; ")
+        },
     });
     let conservation = run.counters.check_conservation();
     v.push(Verdict {
@@ -434,9 +549,21 @@ pub fn builtin(run: &RunResult, config: &pipeline::engine::EngineConfig) -> Vec<
 pub fn evaluate(scenario: &Scenario, run: &RunResult, digest: &str) -> Vec<Verdict> {
     let tp = throughput(run);
     let mut verdicts = builtin(run, &scenario.pipeline);
-    verdicts.extend(scenario.expect.rows.iter().map(|e| check_rows(e, scenario, run)));
+    verdicts.extend(
+        scenario
+            .expect
+            .rows
+            .iter()
+            .map(|e| check_rows(e, scenario, run)),
+    );
     verdicts.extend(scenario.expect.counts.iter().map(|e| check_count(e, run)));
-    verdicts.extend(scenario.expect.performance.iter().map(|e| check_performance(e, run, &tp)));
+    verdicts.extend(
+        scenario
+            .expect
+            .performance
+            .iter()
+            .map(|e| check_performance(e, run, &tp)),
+    );
     verdicts.extend(scenario.expect.faults.iter().map(|e| check_fault(e, run)));
     if let Some(want) = &scenario.expect.digest {
         verdicts.push(Verdict {

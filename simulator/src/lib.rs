@@ -55,11 +55,22 @@ pub fn run_scenario(
     };
     let digest = result.documents.digest().hex();
     let verdicts = expect::evaluate(scenario, &result, &digest);
-    Ok(Report::new(scenario, &file.display().to_string(), backend, &result, digest, verdicts))
+    Ok(Report::new(
+        scenario,
+        &file.display().to_string(),
+        backend,
+        &result,
+        digest,
+        verdicts,
+    ))
 }
 
 /// Loads and runs a scenario file.
-pub fn run_file(path: &Path, seed: Option<u64>, backend: Option<Backend>) -> Result<Report, SimError> {
+pub fn run_file(
+    path: &Path,
+    seed: Option<u64>,
+    backend: Option<Backend>,
+) -> Result<Report, SimError> {
     let scenario = Scenario::load(path)?;
     run_scenario(&scenario, path, seed, backend, &mut |_, _| {})
 }

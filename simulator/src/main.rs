@@ -11,7 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use simulator::{Backend, Report, Scenario};
 
 #[derive(Debug, Parser)]
-#[command(name = "simulator", version, about = "Replays smart-city scenarios through the pipeline on a simulated clock and checks them.")]
+#[command(
+    name = "simulator",
+    version,
+    about = "Replays smart-city scenarios through the pipeline on a simulated clock and checks them."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,12 @@ fn run_one(file: &Path, seed: Option<u64>, backend: Option<Backend>) -> Result<R
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    let Command::Run { path, seed, backend, report } = cli.command;
+    let Command::Run {
+        path,
+        seed,
+        backend,
+        report,
+    } = cli.command;
     let files = scenario_files(&path)?;
     let many = files.len() > 1;
     let mut all_passed = true;
@@ -91,15 +100,32 @@ fn main() -> Result<ExitCode> {
             eprint!("{}", r.failures());
         }
         if let Some(dir) = &report {
-            let dir = if many { dir.join(&r.scenario) } else { dir.clone() };
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let dir = if many {
+                dir.join(&r.scenario)
+            } else {
+                dir.clone()
+            };
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let out = dir.join("report.json");
             std::fs::write(&out, serde_json::to_vec_pretty(&r)?)
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
     }
     if many {
-        println!("{} scenarios: {}", files.len(), if all_passed { "all passed" } else { "SOME FAILED" });
+        println!(
+            "{} scenarios: {}",
+            files.len(),
+            if all_passed {
+                "all passed"
+            } else {
+                "SOME FAILED"
+            }
+        );
     }
-    Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

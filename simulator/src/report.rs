@@ -77,7 +77,14 @@ pub struct Report {
 
 impl Report {
     /// Assembles the report of a finished run.
-    pub fn new(scenario: &Scenario, file: &str, backend: Backend, run: &RunResult, digest: String, expectations: Vec<Verdict>) -> Self {
+    pub fn new(
+        scenario: &Scenario,
+        file: &str,
+        backend: Backend,
+        run: &RunResult,
+        digest: String,
+        expectations: Vec<Verdict>,
+    ) -> Self {
         let mut rows = BTreeMap::new();
         for row in run.documents.rows() {
             *rows.entry(row.query()).or_insert(0) += 1;
@@ -113,7 +120,11 @@ impl Report {
             wall: Wall {
                 pipeline_s: run.pipeline_wall.as_secs_f64(),
                 total_s,
-                speedup: if total_s > 0.0 { run.duration_ms as f64 / 1000.0 / total_s } else { 0.0 },
+                speedup: if total_s > 0.0 {
+                    run.duration_ms as f64 / 1000.0 / total_s
+                } else {
+                    0.0
+                },
             },
             passed: expectations.iter().all(|v| v.pass),
             expectations,
@@ -125,10 +136,22 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let hours = self.duration_ms as f64 / 3_600_000.0;
-        let _ = writeln!(s, "scenario {} ({}), seed {}, backend {:?}", self.scenario, self.file, self.seed, self.backend);
-        let _ = writeln!(s, "simulated {hours:.2} h from {} in {:.3} s wall ({:.0}x real time)", self.start, self.wall.total_s, self.wall.speedup);
+        let _ = writeln!(
+            s,
+            "scenario {} ({}), seed {}, backend {:?}",
+            self.scenario, self.file, self.seed, self.backend
+        );
+        let _ = writeln!(
+            s,
+            "simulated {hours:.2} h from {} in {:.3} s wall ({:.0}x real time)",
+            self.start, self.wall.total_s, self.wall.speedup
+        );
         let total: u64 = self.offered.values().sum();
-        let per_topic: Vec<String> = self.offered.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let per_topic: Vec<String> = self
+            .offered
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
         let _ = writeln!(s, "records   {total} ({})", per_topic.join(", "));
         let _ = writeln!(s, "{:<24}{:>12}{:>10}", "query", "final rows", "late");
         for q in Query::ALL {
@@ -141,8 +164,20 @@ impl Report {
                 if q.is_alert() { "  (alerts)" } else { "" }
             );
         }
-        let dl: Vec<String> = self.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        let _ = writeln!(s, "dead letters {}", if dl.is_empty() { "0".to_owned() } else { dl.join(", ") });
+        let dl: Vec<String> = self
+            .dead_letters
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "dead letters {}",
+            if dl.is_empty() {
+                "0".to_owned()
+            } else {
+                dl.join(", ")
+            }
+        );
         let t = &self.throughput;
         let _ = writeln!(
             s,
@@ -150,19 +185,37 @@ impl Report {
             t.offered_msg_per_min,
             t.offered_records_per_min,
             t.sustainable_records_per_min,
-            if t.keeps_up { "keeps up" } else { "FALLS BEHIND" }
+            if t.keeps_up {
+                "keeps up"
+            } else {
+                "FALLS BEHIND"
+            }
         );
-        let _ = writeln!(s, "{:<22}{:>8}{:>10}{:>10}{:>10}{:>10}", "latency (ms)", "n", "p50", "p95", "p99", "max");
+        let _ = writeln!(
+            s,
+            "{:<22}{:>8}{:>10}{:>10}{:>10}{:>10}",
+            "latency (ms)", "n", "p50", "p95", "p99", "max"
+        );
         for (name, p) in [
             ("alert", &self.latency.alert),
             ("window", &self.latency.window),
             ("trigger processing", &self.latency.trigger_processing),
         ] {
-            let _ = writeln!(s, "  {:<20}{:>8}{:>10.3}{:>10.3}{:>10.3}{:>10.3}", name, p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms);
+            let _ = writeln!(
+                s,
+                "  {:<20}{:>8}{:>10.3}{:>10.3}{:>10.3}{:>10.3}",
+                name, p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms
+            );
         }
         let _ = writeln!(s, "expectations");
         for v in &self.expectations {
-            let _ = writeln!(s, "  [{}] {}  (actual: {})", if v.pass { "pass" } else { "FAIL" }, v.check, v.actual);
+            let _ = writeln!(
+                s,
+                "  [{}] {}  (actual: {})",
+                if v.pass { "pass" } else { "FAIL" },
+                v.check,
+                v.actual
+            );
         }
         let _ = writeln!(s, "output digest: {}", self.digest);
         s
@@ -172,10 +225,18 @@ impl Report {
     pub fn failures(&self) -> String {
         let mut s = String::new();
         for v in self.expectations.iter().filter(|v| !v.pass) {
-            let _ = writeln!(s, "FAILED {}\n  expected: {}\n  actual:   {}", v.check, v.expected, v.actual);
+            let _ = writeln!(
+                s,
+                "FAILED {}\n  expected: {}\n  actual:   {}",
+                v.check, v.expected, v.actual
+            );
         }
         if !s.is_empty() {
-            let _ = writeln!(s, "reproduce with: simulator run {} --seed {}", self.file, self.seed);
+            let _ = writeln!(
+                s,
+                "reproduce with: simulator run {} --seed {}",
+                self.file, self.seed
+            );
         }
         s
     }

@@ -85,7 +85,11 @@ fn micros(d: Duration) -> u64 {
     d.as_micros().min(u128::from(u64::MAX)) as u64
 }
 
-fn write_all(docs: &mut MemoryStore, tables: &mut MemoryStore, out: &Output) -> Result<(), RunError> {
+fn write_all(
+    docs: &mut MemoryStore,
+    tables: &mut MemoryStore,
+    out: &Output,
+) -> Result<(), RunError> {
     // Both stores answer at once; `now_or_never` only fails if a store would have to wait.
     for sink in [docs, tables] {
         if let Some(result) = now_or_never(sink.write(out)) {
@@ -96,7 +100,11 @@ fn write_all(docs: &mut MemoryStore, tables: &mut MemoryStore, out: &Output) -> 
 }
 
 /// Runs a scenario on the memory backend with the given seed.
-pub fn run_memory(scenario: &Scenario, seed: u64, progress: Progress<'_>) -> Result<RunResult, RunError> {
+pub fn run_memory(
+    scenario: &Scenario,
+    seed: u64,
+    progress: Progress<'_>,
+) -> Result<RunResult, RunError> {
     let total = Stopwatch::start();
     let generator = Generator::new(&scenario.generator, seed)?;
     let mut engine = Engine::new(scenario.pipeline.clone())?;
@@ -131,7 +139,7 @@ pub fn run_memory(scenario: &Scenario, seed: u64, progress: Progress<'_>) -> Res
             (None, Some(t)) => t,
         };
         steps += 1;
-        if steps % 65_536 == 0 {
+        if steps.is_multiple_of(65_536) {
             progress((now - start).clamp(0, end - start), end - start);
         }
         if next_tick == Some(now) && next_record.is_none_or(|r| r > now) {
@@ -153,7 +161,12 @@ pub fn run_memory(scenario: &Scenario, seed: u64, progress: Progress<'_>) -> Res
         value.clear();
         record.write_value(&mut value);
         let produced = record.produce_time_ms;
-        log.append(record.topic, record.key.as_bytes(), std::mem::take(&mut value), produced);
+        log.append(
+            record.topic,
+            record.key.as_bytes(),
+            std::mem::take(&mut value),
+            produced,
+        );
         let fault = record.fault;
         drop(record);
 
@@ -190,7 +203,12 @@ pub fn run_memory(scenario: &Scenario, seed: u64, progress: Progress<'_>) -> Res
                     .iter()
                     .find(|d| Some(d.position) == pos)
                     .map(|d| d.reason),
-                late_for: out.late.iter().filter(|l| Some(l.position) == pos).map(|l| l.query).collect(),
+                late_for: out
+                    .late
+                    .iter()
+                    .filter(|l| Some(l.position) == pos)
+                    .map(|l| l.query)
+                    .collect(),
             });
         }
         out.clear();

@@ -329,15 +329,23 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
             'h' => 3_600_000,
             'm' => 60_000,
             's' => 1_000,
-            _ => return Err(format!("`{text}`: unexpected `{c}`; use e.g. 90s, 30m, 4h, 1d, 1h30m")),
+            _ => {
+                return Err(format!(
+                    "`{text}`: unexpected `{c}`; use e.g. 90s, 30m, 4h, 1d, 1h30m"
+                ));
+            }
         };
-        let n: i64 = digits.parse().map_err(|_| format!("`{text}`: a number must precede `{c}`"))?;
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}`: a number must precede `{c}`"))?;
         total = total.saturating_add(n.saturating_mul(unit));
         digits.clear();
         any = true;
     }
     if !digits.is_empty() || !any {
-        return Err(format!("`{text}`: every number needs a unit (s, m, h, d), e.g. 90s, 4h"));
+        return Err(format!(
+            "`{text}`: every number needs a unit (s, m, h, d), e.g. 90s, 4h"
+        ));
     }
     Ok(total)
 }
@@ -345,11 +353,19 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 impl Scenario {
     /// Parses scenario text; `path` names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
-        let mut s: Scenario = toml::from_str(text)
-            .map_err(|source| ScenarioError::Toml { path: path.to_owned(), source })?;
-        let invalid = |detail: String| ScenarioError::Invalid { path: path.to_owned(), detail };
+        let mut s: Scenario = toml::from_str(text).map_err(|source| ScenarioError::Toml {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |detail: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            detail,
+        };
         if s.name.is_empty() {
-            s.name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            s.name = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
         }
         let defaults = GeneratorConfig::default();
         if s.generator.start != defaults.start || s.generator.duration_s != defaults.duration_s {
@@ -357,40 +373,58 @@ impl Scenario {
                 "set `start` and `duration` at the top of the scenario, not in [generator]".into(),
             ));
         }
-        let duration_ms = parse_duration_ms(&s.duration).map_err(|e| invalid(format!("duration: {e}")))?;
+        let duration_ms =
+            parse_duration_ms(&s.duration).map_err(|e| invalid(format!("duration: {e}")))?;
         if duration_ms <= 0 || duration_ms % 1000 != 0 {
-            return Err(invalid("duration must be a positive whole number of seconds".into()));
+            return Err(invalid(
+                "duration must be a positive whole number of seconds".into(),
+            ));
         }
         pipeline::time::parse(&s.start)
             .ok()
             .and_then(|t| t.utc_millis())
-            .ok_or_else(|| invalid(format!("start `{}` is not an RFC 3339 instant with a zone", s.start)))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "start `{}` is not an RFC 3339 instant with a zone",
+                    s.start
+                ))
+            })?;
         s.generator.start = s.start.clone();
         s.generator.duration_s = (duration_ms / 1000) as u64;
-        s.pipeline.validate().map_err(|e| invalid(format!("[pipeline]: {e}")))?;
+        s.pipeline
+            .validate()
+            .map_err(|e| invalid(format!("[pipeline]: {e}")))?;
         for (i, r) in s.expect.rows.iter().enumerate() {
-            r.query.parse::<pipeline::engine::Query>().map_err(|e| invalid(format!("expect.rows[{i}]: {e}")))?;
+            r.query
+                .parse::<pipeline::engine::Query>()
+                .map_err(|e| invalid(format!("expect.rows[{i}]: {e}")))?;
             if r.field.is_none() && r.agg != Aggregation::Count {
-                return Err(invalid(format!("expect.rows[{i}]: `field` is required unless agg = \"count\"")));
+                return Err(invalid(format!(
+                    "expect.rows[{i}]: `field` is required unless agg = \"count\""
+                )));
             }
             check_comparison(&r.cmp).map_err(|e| invalid(format!("expect.rows[{i}]: {e}")))?;
         }
         for (i, c) in s.expect.counts.iter().enumerate() {
             if let Some(q) = &c.query {
-                q.parse::<pipeline::engine::Query>().map_err(|e| invalid(format!("expect.counts[{i}]: {e}")))?;
+                q.parse::<pipeline::engine::Query>()
+                    .map_err(|e| invalid(format!("expect.counts[{i}]: {e}")))?;
             }
             check_comparison(&c.cmp).map_err(|e| invalid(format!("expect.counts[{i}]: {e}")))?;
         }
         for (i, p) in s.expect.performance.iter().enumerate() {
-            check_comparison(&p.cmp).map_err(|e| invalid(format!("expect.performance[{i}]: {e}")))?;
+            check_comparison(&p.cmp)
+                .map_err(|e| invalid(format!("expect.performance[{i}]: {e}")))?;
         }
         Ok(s)
     }
 
     /// Reads and parses a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -401,7 +435,10 @@ impl Scenario {
 
     /// The first simulated instant.
     pub fn start_ms(&self) -> i64 {
-        pipeline::time::parse(&self.start).ok().and_then(|t| t.utc_millis()).unwrap_or(0)
+        pipeline::time::parse(&self.start)
+            .ok()
+            .and_then(|t| t.utc_millis())
+            .unwrap_or(0)
     }
 }
 
@@ -419,7 +456,9 @@ fn check_comparison(c: &Comparison) -> Result<(), String> {
     .filter(|b| **b)
     .count();
     if n != 1 {
-        return Err(format!("give exactly one of eq, lt, le, gt, ge, in, between (found {n})"));
+        return Err(format!(
+            "give exactly one of eq, lt, le, gt, ge, in, between (found {n})"
+        ));
     }
     Ok(())
 }
@@ -442,11 +481,15 @@ mod tests {
     #[test]
     fn unknown_key_names_key_and_line() {
         let text = "seed = 1\nstart = \"2026-11-24T00:00:00Z\"\nduration = \"1h\"\n\n[generator]\nload_factr = 2\n";
-        let err = Scenario::parse(text, Path::new("x.toml")).unwrap_err().to_string();
+        let err = Scenario::parse(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("load_factr"), "{err}");
         assert!(err.contains("line 6"), "{err}");
         let text = "seed = 1\nstart = \"2026-11-24T00:00:00Z\"\nduration = \"1h\"\n[[expect.rows]]\nquery = \"mobility_index\"\nfield = \"category\"\nin = [\"poor\"]\nfrm = \"08:00\"\n";
-        let err = Scenario::parse(text, Path::new("x.toml")).unwrap_err().to_string();
+        let err = Scenario::parse(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("frm") && err.contains("line"), "{err}");
     }
 }

@@ -19,7 +19,12 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: vec![0; BUCKETS], total: 0, max_us: 0, sum_us: 0 }
+        Histogram {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            max_us: 0,
+            sum_us: 0,
+        }
     }
 }
 
@@ -100,7 +105,11 @@ impl Histogram {
             p95_ms: ms(self.quantile_us(0.95)),
             p99_ms: ms(self.quantile_us(0.99)),
             max_ms: ms(self.max_us),
-            mean_ms: if self.total == 0 { 0.0 } else { self.sum_us as f64 / self.total as f64 / 1000.0 },
+            mean_ms: if self.total == 0 {
+                0.0
+            } else {
+                self.sum_us as f64 / self.total as f64 / 1000.0
+            },
         }
     }
 }
@@ -112,7 +121,19 @@ mod tests {
     // Proves bucket bounds contain their values and percentiles are within 1/32 of the truth.
     #[test]
     fn buckets_and_percentiles() {
-        for v in [0u64, 1, 31, 32, 33, 63, 64, 1000, 123_456, 9_999_999, u64::MAX / 4] {
+        for v in [
+            0u64,
+            1,
+            31,
+            32,
+            33,
+            63,
+            64,
+            1000,
+            123_456,
+            9_999_999,
+            u64::MAX / 4,
+        ] {
             assert!(upper(bucket(v)) >= v, "{v}");
             assert!(upper(bucket(v)) - v <= v / 32 + 1, "{v}");
         }

@@ -62,10 +62,18 @@ impl MemoryLog {
         let mut parts = Vec::new();
         for ti in 0..Topic::ALL.len() {
             for id in 0..ppt {
-                parts.push(Partition { topic_index: ti, id, ..Partition::default() });
+                parts.push(Partition {
+                    topic_index: ti,
+                    id,
+                    ..Partition::default()
+                });
             }
         }
-        MemoryLog { partitions_per_topic: ppt, partitions: parts, cursor: 0 }
+        MemoryLog {
+            partitions_per_topic: ppt,
+            partitions: parts,
+            cursor: 0,
+        }
     }
 
     fn index(&self, topic: Topic, partition: i32) -> usize {
@@ -84,7 +92,10 @@ impl MemoryLog {
 
     /// Records appended but not yet read.
     pub fn lag(&self) -> u64 {
-        self.partitions.iter().map(|p| (p.end() - p.position) as u64).sum()
+        self.partitions
+            .iter()
+            .map(|p| (p.end() - p.position) as u64)
+            .sum()
     }
 
     /// Records retained (appended and not yet committed).
@@ -117,7 +128,10 @@ impl MemoryLog {
                     key: k,
                     value: v,
                     kafka_timestamp_ms: *ts,
-                    position: SourcePosition { partition: part.id, offset: part.position },
+                    position: SourcePosition {
+                        partition: part.id,
+                        offset: part.position,
+                    },
                 });
                 part.position += 1;
                 n += 1;
@@ -172,10 +186,7 @@ impl MemoryLog {
 }
 
 impl Source for MemoryLog {
-    fn poll(
-        &mut self,
-        max: usize,
-    ) -> impl Future<Output = Result<Vec<SourceRecord>, SourceError>> {
+    fn poll(&mut self, max: usize) -> impl Future<Output = Result<Vec<SourceRecord>, SourceError>> {
         ready(Ok(self.read(max)))
     }
 
@@ -210,7 +221,11 @@ mod tests {
         let again = log.read(100);
         // Everything after the committed offset is read again; nothing before it.
         assert_eq!(again.len(), 10 - (last.offset as usize + 1));
-        assert!(again.iter().all(|r| r.partition != last.partition || r.offset > last.offset));
+        assert!(
+            again
+                .iter()
+                .all(|r| r.partition != last.partition || r.offset > last.offset)
+        );
         assert_eq!(log.lag(), 0);
         log.commit_all_read();
         assert_eq!(log.retained(), 0);
