@@ -1,1 +1,112 @@
-fn main() {}
+//! Criterion bench of the whole engine (decode + validation + all queries + emission) on
+//! generator data: one simulated hour of the thesis city, fed in produce-time order with
+//! processing-time ticks, as `pipeline replay` and the simulator do. Reports records/s.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use smart_city::generator::{Generator, GeneratorConfig};
+use smart_city::pipeline::engine::{Engine, EngineConfig, Output, RawRecord, SourcePosition};
+use smart_city::pipeline::model::Topic;
+
+struct Recorded {
+    topic: Topic,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    ts: i64,
+}
+
+fn records(load_factor: u32) -> Vec<Recorded> {
+    let config = GeneratorConfig {
+        start: "2026-11-24T07:00:00Z".into(),
+        duration_s: 3600,
+        load_factor,
+        ..GeneratorConfig::default()
+    };
+    let g = Generator::new(&config, 42).expect("valid config");
+    g.records()
+        .map(|r| {
+            let mut value = Vec::new();
+            r.write_value(&mut value);
+            Recorded {
+                topic: r.topic,
+                key: r.key.as_bytes().to_vec(),
+                value,
+                ts: r.produce_time_ms,
+            }
+        })
+        .collect()
+}
+
+fn run(engine: &mut Engine, recs: &[Recorded], out: &mut Output) -> usize {
+    let mut rows = 0;
+    for (i, r) in recs.iter().enumerate() {
+        engine.tick(r.ts, out);
+        engine.ingest(
+            &RawRecord {
+                topic: r.topic,
+                key: &r.key,
+                value: &r.value,
+                kafka_timestamp_ms: r.ts,
+                position: SourcePosition {
+                    partition: 0,
+                    offset: i as i64,
+                },
+            },
+            out,
+        );
+        rows += out.rows.len();
+        out.clear();
+    }
+    engine.flush(out);
+    rows + out.rows.len()
+}
+
+fn bench(c: &mut Criterion) {
+    let recs = records(1);
+    let config = EngineConfig {
+        archive_raw: false,
+        ..EngineConfig::default()
+    };
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(recs.len() as u64));
+    group.sample_size(10);
+    group.bench_function("thesis_city_1h_all_queries", |b| {
+        b.iter_batched_ref(
+            || {
+                (
+                    Engine::new(config.clone()).expect("valid config"),
+                    Output::default(),
+                )
+            },
+            |(engine, out)| run(engine, &recs, out),
+            BatchSize::LargeInput,
+        )
+    });
+    let archive = EngineConfig::default();
+    group.bench_function("thesis_city_1h_all_queries_with_archive", |b| {
+        b.iter_batched_ref(
+            || {
+                (
+                    Engine::new(archive.clone()).expect("valid config"),
+                    Output::default(),
+                )
+            },
+            |(engine, out)| run(engine, &recs, out),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("decode_only", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for r in &recs {
+                ok += usize::from(
+                    smart_city::pipeline::model::Message::decode(r.topic, &r.value).is_ok(),
+                );
+            }
+            ok
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

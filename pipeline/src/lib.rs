@@ -10,6 +10,7 @@
 
 pub mod digest;
 pub mod engine;
+pub mod json;
 pub mod model;
 pub mod replay;
 pub mod sink;

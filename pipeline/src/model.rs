@@ -353,8 +353,14 @@ pub enum Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// Decodes a message of `topic` from JSON bytes, borrowing strings from them where possible.
-    pub fn decode(topic: Topic, bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+    /// Decodes a message of `topic` from JSON bytes, borrowing strings from them where possible,
+    /// with the fast decoder of [`crate::json`].
+    pub fn decode(topic: Topic, bytes: &'a [u8]) -> Result<Self, crate::json::DecodeError> {
+        crate::json::decode(topic, bytes)
+    }
+
+    /// Decodes with serde_json: the reference the fast decoder is tested against.
+    pub fn decode_serde(topic: Topic, bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
         Ok(match topic {
             Topic::Traffic => Message::Traffic(serde_json::from_slice(bytes)?),
             Topic::Transport => Message::Transport(serde_json::from_slice(bytes)?),
@@ -404,6 +410,11 @@ impl<'a> Message<'a> {
         // Serialising these plain structs into a Vec cannot fail: no maps with non-string keys,
         // and non-finite floats are written as null by serde_json.
         debug_assert!(result.is_ok());
+    }
+
+    /// The message as a JSON value tree.
+    pub fn to_json_value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.to_json()).unwrap_or(serde_json::Value::Null)
     }
 
     /// The JSON encoding.

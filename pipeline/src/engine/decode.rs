@@ -1,6 +1,7 @@
 //! Decoding and validation: JSON bytes of a topic -> a typed message with a resolved event time,
 //! or the reason it must be dead-lettered. Never panics on any input.
 
+use crate::json::DecodeError;
 use crate::model::{DataQuality, Message, ParkingReading, TrafficReading, TransportReading};
 use crate::time::Millis;
 
@@ -10,17 +11,15 @@ use super::rows::DeadLetterReason;
 /// A rejected record: the reason and a sentence of detail.
 pub(crate) type Rejection = (DeadLetterReason, String);
 
-/// Classifies a serde_json error into a dead-letter reason.
-pub(crate) fn classify(err: &serde_json::Error) -> Rejection {
-    use serde_json::error::Category;
-    let text = err.to_string();
-    let reason = match err.classify() {
-        Category::Syntax | Category::Eof | Category::Io => DeadLetterReason::MalformedJson,
-        Category::Data if text.starts_with("missing field") => DeadLetterReason::MissingField,
-        Category::Data if text.contains("RFC 3339") => DeadLetterReason::InvalidTimestamp,
-        Category::Data => DeadLetterReason::WrongType,
+/// Classifies a decoding error into a dead-letter reason.
+pub(crate) fn classify(err: &DecodeError) -> Rejection {
+    let reason = match err {
+        DecodeError::Malformed(_) => DeadLetterReason::MalformedJson,
+        DecodeError::MissingField(_) => DeadLetterReason::MissingField,
+        DecodeError::WrongType(_) => DeadLetterReason::WrongType,
+        DecodeError::InvalidTimestamp(_) => DeadLetterReason::InvalidTimestamp,
     };
-    (reason, text)
+    (reason, err.to_string())
 }
 
 /// Resolves the event time and checks it is not too far ahead of the Kafka timestamp.
