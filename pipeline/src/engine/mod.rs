@@ -452,6 +452,17 @@ impl Engine {
         while ring.front().is_some_and(|&f| f < floor) {
             ring.pop_front();
         }
+        // Readings of one device nearly always arrive in order: append without searching.
+        if ring.back().is_none_or(|&last| t > last) {
+            if t >= floor {
+                ring.push_back(t);
+                if ring.len() > MAX_DEDUP_PER_DEVICE {
+                    ring.pop_front();
+                    self.counters.dedup_evictions += 1;
+                }
+            }
+            return false;
+        }
         match ring.binary_search(&t) {
             Ok(_) => true,
             Err(at) => {
