@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::run::RunResult;
 use crate::scenario::{
     Aggregation, Comparison, CountExpectation, CountMetric, FaultExpectation, FaultOutcome,
-    PerformanceExpectation, PerformanceMetric, RowExpectation, Scenario, Stat,
+    PerformanceExpectation, PerformanceMetric, RowExpectation, Scenario, Stat, instant,
 };
 
 /// The outcome of one expectation.
@@ -146,17 +146,6 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// Reads `HH:MM` on the scenario's first day, or an RFC 3339 instant.
-fn instant(text: &str, scenario: &Scenario) -> Option<i64> {
-    if let Ok(t) = pipeline::time::parse(text) {
-        return t.utc_millis();
-    }
-    let (h, m) = text.split_once(':')?;
-    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-    let day = scenario.start_ms().div_euclid(86_400_000) * 86_400_000;
-    Some(day + h * 3_600_000 + m * 60_000)
-}
-
 fn row_time(row: &Value) -> Option<i64> {
     let text = row
         .get("window_start")
@@ -190,8 +179,13 @@ fn check_rows(e: &RowExpectation, scenario: &Scenario, run: &RunResult) -> Verdi
             };
         }
     };
-    let from = e.from.as_deref().and_then(|f| instant(f, scenario));
-    let to = e.to.as_deref().and_then(|t| instant(t, scenario));
+    let from = e
+        .from
+        .as_deref()
+        .and_then(|f| instant(f, scenario.start_ms()));
+    let to =
+        e.to.as_deref()
+            .and_then(|t| instant(t, scenario.start_ms()));
     let rows: Vec<Value> = run
         .documents
         .collection(query)
@@ -386,6 +380,21 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
 }
 
 fn check_performance(e: &PerformanceExpectation, run: &RunResult, tp: &Throughput) -> Verdict {
+    let latency = match e.metric {
+        PerformanceMetric::AlertLatencyMs => Some(&run.alert_latency),
+        PerformanceMetric::WindowLatencyMs => Some(&run.window_latency),
+        PerformanceMetric::TriggerProcessingMs => Some(&run.trigger_processing),
+        _ => None,
+    };
+    if latency.is_some_and(|h| h.count() == 0) {
+        // A bound on a latency nothing was measured for would hold vacuously: say so instead.
+        return Verdict {
+            check: format!("{:?} {:?} {}", e.metric, e.stat, describe(&e.cmp)).to_lowercase(),
+            pass: false,
+            expected: format!("{} over at least one sample", describe(&e.cmp)),
+            actual: "no samples: nothing in this run produced such a latency".into(),
+        };
+    }
     let stat = |h: &crate::stats::Histogram| {
         let p = h.percentiles();
         match e.stat {

@@ -200,7 +200,8 @@ pub struct CountExpectation {
     /// Only this topic.
     #[serde(default)]
     pub topic: Option<String>,
-    /// Only alerts whose `anomaly_type`, `severity` or `alert_level` is this.
+    /// Only rows whose `anomaly_type`, `severity`, `alert_level`, `category` or `alert_type`
+    /// is this.
     #[serde(default)]
     pub kind: Option<String>,
     /// The comparison.
@@ -218,7 +219,7 @@ pub enum PerformanceMetric {
     OfferedRecordsPerMin,
     /// Records the pipeline processed per wall-clock minute of its own work.
     SustainableRecordsPerMin,
-    /// 1 when sustainable >= offered, else 0 (compare with `eq = true`).
+    /// Whether sustainable >= offered: a boolean, compared with `eq = true`.
     KeepsUp,
     /// Produce time of the triggering record -> alert row durable, ms.
     AlertLatencyMs,
@@ -404,6 +405,16 @@ impl Scenario {
                 )));
             }
             check_comparison(&r.cmp).map_err(|e| invalid(format!("expect.rows[{i}]: {e}")))?;
+            for (key, value) in [("from", &r.from), ("to", &r.to)] {
+                if let Some(v) = value
+                    && instant(v, s.start_ms()).is_none()
+                {
+                    return Err(invalid(format!(
+                        "expect.rows[{i}].{key} = `{v}`: use HH:MM (on the scenario's first day) \
+                         or an RFC 3339 instant"
+                    )));
+                }
+            }
         }
         for (i, c) in s.expect.counts.iter().enumerate() {
             if let Some(q) = &c.query {
@@ -411,6 +422,20 @@ impl Scenario {
                     .map_err(|e| invalid(format!("expect.counts[{i}]: {e}")))?;
             }
             check_comparison(&c.cmp).map_err(|e| invalid(format!("expect.counts[{i}]: {e}")))?;
+            if let Some(t) = &c.topic {
+                t.parse::<pipeline::model::Topic>()
+                    .map_err(|e| invalid(format!("expect.counts[{i}]: {e}")))?;
+            }
+            let reasons = pipeline::engine::DeadLetterReason::ALL;
+            if let Some(r) = &c.reason
+                && !reasons.iter().any(|x| x.name() == r)
+            {
+                let names: Vec<_> = reasons.iter().map(|x| x.name()).collect();
+                return Err(invalid(format!(
+                    "expect.counts[{i}]: unknown reason `{r}`; expected one of {}",
+                    names.join(", ")
+                )));
+            }
         }
         for (i, p) in s.expect.performance.iter().enumerate() {
             check_comparison(&p.cmp)
@@ -440,6 +465,23 @@ impl Scenario {
             .and_then(|t| t.utc_millis())
             .unwrap_or(0)
     }
+}
+
+/// Reads `HH:MM` on the first day of a run starting at `start_ms`, or an RFC 3339 instant.
+pub fn instant(text: &str, start_ms: i64) -> Option<i64> {
+    if let Ok(t) = pipeline::time::parse(text) {
+        return t.utc_millis();
+    }
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    if !(0..=24).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    let day = start_ms.div_euclid(86_400_000) * 86_400_000;
+    Some(day + h * 3_600_000 + m * 60_000)
 }
 
 fn check_comparison(c: &Comparison) -> Result<(), String> {
@@ -491,5 +533,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("frm") && err.contains("line"), "{err}");
+    }
+
+    // Proves misspelt values that would silently select nothing are refused at load time.
+    #[test]
+    fn misspelt_values_are_refused() {
+        let head = "seed = 1\nstart = \"2026-11-24T00:00:00Z\"\nduration = \"1h\"\n";
+        for (tail, needle) in [
+            (
+                "[[expect.rows]]\nquery = \"mobility_index\"\nfield = \"category\"\neq = \"good\"\nfrom = \"8:00:00\"\n",
+                "from",
+            ),
+            (
+                "[[expect.counts]]\nmetric = \"records_in\"\ntopic = \"trafic\"\neq = 1\n",
+                "trafic",
+            ),
+            (
+                "[[expect.counts]]\nmetric = \"dead_letters\"\nreason = \"dupe\"\neq = 1\n",
+                "dupe",
+            ),
+            (
+                "[[expect.counts]]\nmetric = \"alerts\"\nquery = \"alerts\"\neq = 1\n",
+                "alerts",
+            ),
+        ] {
+            let err = Scenario::parse(&format!("{head}{tail}"), Path::new("x.toml")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
     }
 }
