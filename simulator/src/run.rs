@@ -99,7 +99,88 @@ fn write_all(
     Ok(())
 }
 
+/// One generated record, serialised, as the producer thread hands it over: its key and value
+/// are ranges of the batch's buffer.
+#[derive(Clone, Debug)]
+struct Produced {
+    topic: Topic,
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+    produce_time_ms: Millis,
+    fault: Option<FaultKind>,
+}
+
+/// A run of consecutive records and their bytes.
+#[derive(Debug, Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    records: Vec<Produced>,
+}
+
+/// Records per batch handed from the producer thread to the pipeline.
+const BATCH_RECORDS: usize = 4096;
+/// Batches in flight between the threads (the channel is bounded).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Generates and serialises every record on the calling thread, in produce-time order, and
+/// sends them in batches; empty batches come back through `recycle` to be refilled.
+fn produce(
+    generator: Generator,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    recycle: std::sync::mpsc::Receiver<Batch>,
+) {
+    let mut batch = Batch::default();
+    for record in generator.records() {
+        let key_start = batch.bytes.len();
+        batch.bytes.extend_from_slice(record.key.as_bytes());
+        let value_start = batch.bytes.len();
+        record.write_value(&mut batch.bytes);
+        batch.records.push(Produced {
+            topic: record.topic,
+            key: key_start..value_start,
+            value: value_start..batch.bytes.len(),
+            produce_time_ms: record.produce_time_ms,
+            fault: record.fault,
+        });
+        if batch.records.len() == BATCH_RECORDS {
+            let mut next = recycle.try_recv().unwrap_or_default();
+            next.bytes.clear();
+            next.records.clear();
+            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                return; // The pipeline stopped (an error); nothing left to do.
+            }
+        }
+    }
+    if !batch.records.is_empty() {
+        let _ = tx.send(batch);
+    }
+}
+
+/// The pipeline's side of the hand-over: a peekable stream of records.
+struct Incoming {
+    rx: std::sync::mpsc::Receiver<Batch>,
+    recycle: std::sync::mpsc::SyncSender<Batch>,
+    batch: Batch,
+    next: usize,
+}
+
+impl Incoming {
+    fn peek(&mut self) -> Option<&Produced> {
+        if self.next >= self.batch.records.len() {
+            let fresh = self.rx.recv().ok()?;
+            let used = std::mem::replace(&mut self.batch, fresh);
+            let _ = self.recycle.try_send(used);
+            self.next = 0;
+        }
+        self.batch.records.get(self.next)
+    }
+}
+
 /// Runs a scenario on the memory backend with the given seed.
+///
+/// The generator runs on a second thread and hands serialised records over in order through a
+/// bounded channel, so generation overlaps the pipeline's work on a two-core machine; the order
+/// of records, and so every output, is exactly that of a single-threaded run.
 pub fn run_memory(
     scenario: &Scenario,
     seed: u64,
@@ -107,6 +188,32 @@ pub fn run_memory(
 ) -> Result<RunResult, RunError> {
     let total = Stopwatch::start();
     let generator = Generator::new(&scenario.generator, seed)?;
+    let start = generator.start_ms();
+    let end = generator.end_ms();
+    let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT + 2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || produce(generator, tx, recycle_rx));
+        let incoming = Incoming {
+            rx,
+            recycle: recycle_tx,
+            batch: Batch::default(),
+            next: 0,
+        };
+        consume(scenario, seed, start, end, incoming, progress, total)
+    })
+}
+
+/// The pipeline side of [`run_memory`].
+fn consume(
+    scenario: &Scenario,
+    seed: u64,
+    start: Millis,
+    end: Millis,
+    mut records: Incoming,
+    progress: Progress<'_>,
+    total: Stopwatch,
+) -> Result<RunResult, RunError> {
     let mut engine = Engine::new(scenario.pipeline.clone())?;
     let mut log = MemoryLog::new(scenario.network.partitions.unwrap_or(4));
     let mut documents = MemoryStore::new(Flavour::Documents);
@@ -114,8 +221,6 @@ pub fn run_memory(
     let mut out = Output::default();
     let net = scenario.network.produce_to_consume_ms;
     let sink_us = (scenario.network.sink_write_ms.max(0) as u64) * 1000;
-    let start = generator.start_ms();
-    let end = generator.end_ms();
 
     let mut alert_latency = Histogram::default();
     let mut window_latency = Histogram::default();
@@ -123,11 +228,7 @@ pub fn run_memory(
     let mut pipeline_wall = Duration::ZERO;
     let mut offered: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut faults = Vec::new();
-    let mut value = Vec::with_capacity(512);
-    // Produce times of the records behind each (topic, partition, offset) are not needed: the
-    // memory backend processes a record at the instant it becomes readable.
     engine.tick(start, &mut out);
-    let mut records = generator.records().peekable();
     let mut steps: u64 = 0;
     loop {
         let next_record = records.peek().map(|r| r.produce_time_ms + net);
@@ -156,30 +257,35 @@ pub fn run_memory(
             out.clear();
             continue;
         }
-        let Some(record) = records.next() else { break };
+        let Some(record) = records.peek().cloned() else {
+            break;
+        };
+        records.next += 1;
         *offered.entry(record.topic).or_default() += 1;
-        value.clear();
-        record.write_value(&mut value);
         let produced = record.produce_time_ms;
-        log.append(
+        let bytes = &records.batch.bytes;
+        let (partition, _) = log.append(
             record.topic,
-            record.key.as_bytes(),
-            std::mem::take(&mut value),
+            &bytes[record.key.clone()],
+            &bytes[record.value.clone()],
             produced,
         );
         let fault = record.fault;
-        drop(record);
 
         let watch = Stopwatch::start();
         engine.tick(now, &mut out);
         let triggered = !out.rows.is_empty();
         let mut position = None;
-        log.consume_with(usize::MAX, |raw| {
+        // The record just appended is the only unread one: read that partition, process,
+        // write the sinks, then commit, as the real consumer does.
+        log.consume_partition(record.topic, partition, usize::MAX, |raw| {
             position = Some((raw.topic, raw.position));
             engine.ingest(&raw, &mut out);
         });
         write_all(&mut documents, &mut tables, &out)?;
-        log.commit_all_read();
+        if let Some((topic, p)) = position {
+            log.commit_positions(&[(topic, p.partition, p.offset)]);
+        }
         let cost = watch.elapsed();
         pipeline_wall += cost;
         let durable_us = micros(cost) + sink_us;
@@ -221,6 +327,7 @@ pub fn run_memory(
     out.clear();
     progress(end - start, end - start);
 
+    drop(records);
     Ok(RunResult {
         scenario: scenario.name.clone(),
         seed,

@@ -12,22 +12,65 @@ use crate::time::Millis;
 
 use super::{Source, SourceError, SourceRecord};
 
-/// One partition: the retained records and the offset of the first one.
+/// Where one record's bytes lie in its partition's buffer.
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    start: usize,
+    key_len: usize,
+    value_len: usize,
+    timestamp: Millis,
+}
+
+/// One partition: the retained records, their bytes in one buffer (no allocation per record),
+/// and the offset of the first one.
 #[derive(Debug, Default)]
 struct Partition {
     topic_index: usize,
     id: i32,
     base: i64,
-    records: VecDeque<(Vec<u8>, Vec<u8>, Millis)>,
+    data: Vec<u8>,
+    records: VecDeque<Entry>,
     /// Next offset to read.
     position: i64,
     /// Committed offset (next to read after a restart).
     committed: i64,
 }
 
+/// Below this many bytes a partition's buffer is not worth compacting.
+const COMPACT_BYTES: usize = 1 << 16;
+
 impl Partition {
     fn end(&self) -> i64 {
         self.base + self.records.len() as i64
+    }
+
+    fn get(&self, offset: i64) -> Option<(&[u8], &[u8], Millis)> {
+        let e = self
+            .records
+            .get(usize::try_from(offset - self.base).ok()?)?;
+        let key = self.data.get(e.start..e.start + e.key_len)?;
+        let value = self
+            .data
+            .get(e.start + e.key_len..e.start + e.key_len + e.value_len)?;
+        Some((key, value, e.timestamp))
+    }
+
+    /// Drops records below the committed offset, reclaiming their bytes.
+    fn truncate(&mut self) {
+        while self.base < self.committed && self.records.pop_front().is_some() {
+            self.base += 1;
+        }
+        match self.records.front() {
+            None => self.data.clear(),
+            Some(first) if first.start > COMPACT_BYTES && first.start > self.data.len() / 2 => {
+                let shift = first.start;
+                self.data.drain(..shift);
+                for e in &mut self.records {
+                    e.start -= shift;
+                }
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -81,12 +124,20 @@ impl MemoryLog {
     }
 
     /// Appends a record; returns its (partition, offset).
-    pub fn append(&mut self, topic: Topic, key: &[u8], value: Vec<u8>, ts: Millis) -> (i32, i64) {
+    pub fn append(&mut self, topic: Topic, key: &[u8], value: &[u8], ts: Millis) -> (i32, i64) {
         let p = partition_for(key, self.partitions_per_topic);
         let i = self.index(topic, p);
         let part = &mut self.partitions[i];
         let offset = part.end();
-        part.records.push_back((key.to_vec(), value, ts));
+        let start = part.data.len();
+        part.data.extend_from_slice(key);
+        part.data.extend_from_slice(value);
+        part.records.push_back(Entry {
+            start,
+            key_len: key.len(),
+            value_len: value.len(),
+            timestamp: ts,
+        });
         (p, offset)
     }
 
@@ -121,13 +172,15 @@ impl MemoryLog {
             }
             let part = &mut self.partitions[(self.cursor + i) % count];
             let topic = Topic::ALL[part.topic_index];
-            while n < max && part.position < part.end() {
-                let (k, v, ts) = &part.records[(part.position - part.base) as usize];
+            while n < max {
+                let Some((key, value, ts)) = part.get(part.position) else {
+                    break;
+                };
                 f(RawRecord {
                     topic,
-                    key: k,
-                    value: v,
-                    kafka_timestamp_ms: *ts,
+                    key,
+                    value,
+                    kafka_timestamp_ms: ts,
                     position: SourcePosition {
                         partition: part.id,
                         offset: part.position,
@@ -138,6 +191,41 @@ impl MemoryLog {
             }
         }
         self.cursor = (self.cursor + 1) % count.max(1);
+        n
+    }
+
+    /// Reads up to `max` unread records of one partition without copying them, handing each to
+    /// `f`; returns how many. For a consumer that knows where new records landed.
+    pub fn consume_partition(
+        &mut self,
+        topic: Topic,
+        partition: i32,
+        max: usize,
+        mut f: impl FnMut(RawRecord<'_>),
+    ) -> usize {
+        if partition < 0 || partition >= self.partitions_per_topic {
+            return 0;
+        }
+        let i = self.index(topic, partition);
+        let part = &mut self.partitions[i];
+        let mut n = 0;
+        while n < max {
+            let Some((key, value, ts)) = part.get(part.position) else {
+                break;
+            };
+            f(RawRecord {
+                topic,
+                key,
+                value,
+                kafka_timestamp_ms: ts,
+                position: SourcePosition {
+                    partition,
+                    offset: part.position,
+                },
+            });
+            part.position += 1;
+            n += 1;
+        }
         n
     }
 
@@ -166,10 +254,7 @@ impl MemoryLog {
             let i = self.index(t, p);
             let part = &mut self.partitions[i];
             part.committed = part.committed.max(offset + 1).min(part.end());
-            while part.base < part.committed {
-                part.records.pop_front();
-                part.base += 1;
-            }
+            part.truncate();
         }
     }
 
@@ -177,10 +262,7 @@ impl MemoryLog {
     pub fn commit_all_read(&mut self) {
         for part in &mut self.partitions {
             part.committed = part.position;
-            while part.base < part.committed {
-                part.records.pop_front();
-                part.base += 1;
-            }
+            part.truncate();
         }
     }
 }
@@ -209,7 +291,7 @@ mod tests {
     fn offsets_commits_and_restart() {
         let mut log = MemoryLog::new(2);
         for i in 0..10u8 {
-            log.append(Topic::Traffic, &[i], vec![i], i64::from(i));
+            log.append(Topic::Traffic, &[i], &[i, i], i64::from(i));
         }
         let first = log.read(4);
         assert_eq!(first.len(), 4);
