@@ -105,14 +105,6 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn topic(&mut self, t: Topic) -> &mut TopicCounters {
-        self.topics.entry(t).or_default()
-    }
-
-    fn query(&mut self, q: Query) -> &mut QueryCounters {
-        self.queries.entry(q).or_default()
-    }
-
     /// Checks `records_in = dead_lettered + aggregated + late + over_limit` for every windowed
     /// query, and `records_in = accepted + dead_lettered` for every topic.
     pub fn check_conservation(&self) -> Result<(), String> {
@@ -141,6 +133,67 @@ impl Counters {
             }
         }
         Ok(())
+    }
+}
+
+/// The engine's counters as arrays indexed by topic, query and reason: bumping one on the hot
+/// path is an index, not a map lookup. [`Engine::counters`] turns them into [`Counters`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Tally {
+    records_in: [u64; 4],
+    accepted: [u64; 4],
+    dead: [[u64; DeadLetterReason::ALL.len()]; 4],
+    queries: [QueryCounters; Query::ALL.len()],
+    distinct_vehicles_over_limit: u64,
+    dedup_evictions: u64,
+}
+
+fn query_index(q: Query) -> usize {
+    q as usize
+}
+
+fn reason_index(r: DeadLetterReason) -> usize {
+    r as usize
+}
+
+impl Tally {
+    fn query(&mut self, q: Query) -> &mut QueryCounters {
+        &mut self.queries[query_index(q)]
+    }
+
+    fn counters(&self) -> Counters {
+        let mut c = Counters {
+            distinct_vehicles_over_limit: self.distinct_vehicles_over_limit,
+            dedup_evictions: self.dedup_evictions,
+            ..Counters::default()
+        };
+        for topic in Topic::ALL {
+            let i = topic_index(topic);
+            if self.records_in[i] == 0 {
+                continue;
+            }
+            let reasons: BTreeMap<DeadLetterReason, u64> = DeadLetterReason::ALL
+                .into_iter()
+                .map(|r| (r, self.dead[i][reason_index(r)]))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            c.topics.insert(
+                topic,
+                TopicCounters {
+                    records_in: self.records_in[i],
+                    accepted: self.accepted[i],
+                    dead_lettered: reasons.values().sum(),
+                    dead_letter_reasons: reasons,
+                },
+            );
+        }
+        for q in Query::ALL {
+            let qc = &self.queries[query_index(q)];
+            if *qc != QueryCounters::default() {
+                c.queries.insert(q, qc.clone());
+            }
+        }
+        c
     }
 }
 
@@ -184,7 +237,7 @@ pub struct Engine {
     transport: Windowed<TransportAgg>,
     incidents: Windowed<IncidentAgg>,
     parking: Windowed<ParkingAgg>,
-    counters: Counters,
+    counters: Tally,
     next_trigger_ms: Option<Millis>,
     next_console_ms: Option<Millis>,
 }
@@ -208,7 +261,7 @@ pub enum RestoreError {
 struct Emit<'a> {
     names: &'a Interner,
     rows: &'a mut Vec<Row>,
-    counters: &'a mut Counters,
+    counters: &'a mut Tally,
 }
 
 impl Emit<'_> {
@@ -341,7 +394,7 @@ impl Engine {
             zone,
             names: Interner::default(),
             topics: Default::default(),
-            counters: Counters::default(),
+            counters: Tally::default(),
             next_trigger_ms: None,
             next_console_ms: None,
         })
@@ -353,8 +406,8 @@ impl Engine {
     }
 
     /// Everything counted so far.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn counters(&self) -> Counters {
+        self.counters.counters()
     }
 
     /// The watermark of a topic, once it has seen a record.
@@ -396,7 +449,7 @@ impl Engine {
     /// Feeds one record. Alerts, dead letters, late rows, archive copies and any windows the
     /// record's watermark made final are appended to `out`.
     pub fn ingest(&mut self, rec: &RawRecord<'_>, out: &mut Output) {
-        self.counters.topic(rec.topic).records_in += 1;
+        self.counters.records_in[topic_index(rec.topic)] += 1;
         let msg = match Message::decode(rec.topic, rec.value) {
             Ok(m) => m,
             Err(e) => {
@@ -423,9 +476,7 @@ impl Engine {
         detail: String,
         out: &mut Output,
     ) {
-        let c = self.counters.topic(rec.topic);
-        c.dead_lettered += 1;
-        *c.dead_letter_reasons.entry(reason).or_default() += 1;
+        self.counters.dead[topic_index(rec.topic)][reason_index(reason)] += 1;
         out.dead_letters.push(dead_letter_row(rec, reason, detail));
     }
 
@@ -492,7 +543,7 @@ impl Engine {
     }
 
     fn accept(&mut self, topic: Topic, t: Millis, rec: &RawRecord<'_>, out: &mut Output) {
-        self.counters.topic(topic).accepted += 1;
+        self.counters.accepted[topic_index(topic)] += 1;
         if self.config.archive_raw {
             out.archive.push(ArchiveRecord {
                 topic,
@@ -899,7 +950,7 @@ impl Engine {
     /// The current (partial) rows of every open window, changing nothing: the console's view.
     pub fn open_rows(&self) -> Vec<Row> {
         let mut rows = Vec::new();
-        let mut scratch = Counters::default();
+        let mut scratch = Tally::default();
         let mut emit = Emit {
             names: &self.names,
             rows: &mut rows,
