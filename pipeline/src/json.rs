@@ -131,6 +131,7 @@ impl<'a> Parser<'a> {
     }
 
     #[inline]
+    #[inline]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
             self.i += 1;
@@ -143,11 +144,19 @@ impl<'a> Parser<'a> {
         self.b.get(self.i).copied()
     }
 
+    #[inline]
     fn eat(&mut self, c: u8, what: &str) -> Result<()> {
         if self.peek() == Some(c) {
             self.i += 1;
             Ok(())
-        } else if self.i >= self.b.len() {
+        } else {
+            self.eat_failed(what)
+        }
+    }
+
+    #[cold]
+    fn eat_failed(&self, what: &str) -> Result<()> {
+        if self.i >= self.b.len() {
             malformed(&format!("end of input, expected {what}"), self.i)
         } else {
             malformed(&format!("expected {what}"), self.i)
