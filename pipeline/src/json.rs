@@ -131,7 +131,6 @@ impl<'a> Parser<'a> {
     }
 
     #[inline]
-    #[inline]
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
             self.i += 1;
