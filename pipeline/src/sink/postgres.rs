@@ -37,9 +37,11 @@ fn backend(detail: String) -> SinkError {
 /// Connects and drives the connection on the runtime. `url` is never echoed: it may carry a
 /// password.
 pub async fn connect(url: &str) -> Result<Client, SinkError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| backend(format!("cannot connect: {e}")))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
+        // The top-level message is generic ("error connecting to server"); the cause says why.
+        let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        backend(format!("cannot connect: {e}{cause}"))
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::error!(error = %e, "The PostgreSQL connection closed with an error.");

@@ -5,8 +5,11 @@
 //! so one pipeline instance must own every partition, and a rebalance could only split that state
 //! wrongly. Assignment also lets a restart start exactly at the positions stored in the
 //! checkpoint. The consumer group (`smart-city-pipeline` by default) is still used to commit
-//! offsets, so `kafka-consumer-groups` shows the lag, and partitions the checkpoint does not know
-//! resume from the group's committed offset (or the earliest one).
+//! offsets, so `kafka-consumer-groups` shows the lag. With a checkpoint, the checkpoint is the
+//! authority: a partition it lists resumes right after its position, and a partition it does not
+//! list was never consumed into that state, so it starts at the beginning. Without a checkpoint
+//! (first start, or a lost one) every partition resumes from the group's committed offset, or
+//! the earliest one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -137,12 +140,12 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 impl KafkaSource {
-    /// Connects, creates missing topics, and assigns every partition of the four topics:
-    /// partitions with a checkpointed position resume right after it, the others from the
-    /// group's committed offset (or the earliest offset).
+    /// Connects, creates missing topics, and assigns every partition of the four topics where
+    /// the checkpoint's `positions` say (see the module docs); `None` when there is no
+    /// checkpoint.
     pub async fn connect(
         config: KafkaConfig,
-        positions: &BTreeMap<(Topic, i32), i64>,
+        positions: Option<&BTreeMap<(Topic, i32), i64>>,
     ) -> Result<Self, SourceError> {
         ensure_topics(&config).await?;
         let consumer: StreamConsumer = config
@@ -155,13 +158,16 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", "50")
             .create()
             .map_err(|e| backend(format!("cannot create a consumer: {e}")))?;
-        let positions = positions.clone();
+        let positions = positions.cloned();
         let consumer = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
             let partitions = partitions_of(&consumer, &config)?;
             let mut tpl = TopicPartitionList::new();
             for &(topic, p) in &partitions {
-                let offset = match positions_get(&positions, topic, p) {
-                    Some(last) => Offset::Offset(last + 1),
+                let offset = match positions.as_ref() {
+                    Some(known) => match known.get(&(topic, p)) {
+                        Some(last) => Offset::Offset(last + 1),
+                        None => Offset::Beginning,
+                    },
                     None => Offset::Stored,
                 };
                 tpl.add_partition_offset(&config.topic_name(topic), p, offset)
@@ -197,10 +203,6 @@ impl KafkaSource {
             timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
         })
     }
-}
-
-fn positions_get(positions: &BTreeMap<(Topic, i32), i64>, t: Topic, p: i32) -> Option<i64> {
-    positions.get(&(t, p)).copied()
 }
 
 /// The partitions of the four topics, waiting (bounded) for freshly created topics to show up in

@@ -95,6 +95,8 @@ pub struct StreamingConfig {
     /// Attempts of one sink write before the job fails (writes are idempotent, so retrying is
     /// safe).
     pub sink_attempts: u32,
+    /// Longest wait for one batch to be acknowledged by every sink, milliseconds.
+    pub sink_timeout_ms: u64,
     /// Print the console table.
     pub console: bool,
     /// Period of the latency summary line, milliseconds.
@@ -131,6 +133,7 @@ impl StreamingConfig {
             ready_interval_ms: 1000,
             ready_timeout_ms: 1000,
             sink_attempts: 3,
+            sink_timeout_ms: 30_000,
             console: true,
             metrics_log_interval_ms: 60_000,
         }
@@ -402,7 +405,9 @@ pub async fn run(
             .console
             .then(|| ConsoleSink::new(Box::new(std::io::stdout()))),
     };
-    let mut source = KafkaSource::connect(config.kafka.clone(), &positions).await?;
+    let mut source =
+        KafkaSource::connect(config.kafka.clone(), was_restored.then_some(&positions)).await?;
+    tracing::info!(partitions = ?source.partitions(), resume_after = ?positions, "Assigned the Kafka partitions.");
     let windowed = Query::ALL
         .iter()
         .filter(|q| **q != Query::ParkingAggregations)
@@ -512,6 +517,11 @@ pub async fn run(
             }
         }
     };
+    tracing::info!(
+        ?stop,
+        records = report.records,
+        "Stopping the streaming job."
+    );
     if stop == StopReason::Idle {
         let before = pending.out.rows.len();
         engine.flush(&mut pending.out);
@@ -541,6 +551,28 @@ pub async fn run(
     report.metrics = total.report();
     log_summary("Streaming job stopped.", &total, &engine, &report);
     Ok(report)
+}
+
+/// A sink write bounded in time: a write that is never acknowledged is an error naming the sink.
+async fn timed(
+    limit: Duration,
+    sink: &'static str,
+    out: &Output,
+    write: impl Future<Output = Result<(), SinkError>>,
+) -> Result<(), SinkError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => Err(SinkError::Backend {
+            sink,
+            detail: format!(
+                "a batch of {} rows, {} archive rows and {} dead letters was not acknowledged within {} ms",
+                out.rows.len(),
+                out.archive.len(),
+                out.dead_letters.len(),
+                limit.as_millis()
+            ),
+        }),
+    }
 }
 
 fn log_summary(message: &str, m: &Metrics, engine: &Engine, report: &RunReport) {
@@ -581,18 +613,24 @@ async fn flush(
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let limit = Duration::from_millis(config.sink_timeout_ms);
         let mongo = async {
-            let r = sinks.mongo.write(out).await;
+            let r = timed(limit, "mongodb", out, sinks.mongo.write(out)).await;
             (r, clock.now_ms())
         };
-        let (m, p, d) = tokio::join!(
+        let ((m, m_at_ms), p, d) = tokio::join!(
             mongo,
-            sinks.postgres.write(out),
-            sinks.dead_letters.write(out)
+            timed(limit, "postgresql", out, sinks.postgres.write(out)),
+            timed(
+                limit,
+                "kafka-dead-letters",
+                out,
+                sinks.dead_letters.write(out)
+            )
         );
-        let (m, m_at_ms) = m;
-        match m.and(p).and(d) {
-            Ok(()) => {
+        let result = m.and(p).and(d).map(|()| m_at_ms);
+        match result {
+            Ok(m_at_ms) => {
                 mongo_done = m_at_ms;
                 break;
             }
