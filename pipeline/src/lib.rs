@@ -5,6 +5,9 @@
 //! - [`time`]: event timestamps — RFC 3339 written in UTC, RFC 3339 with any offset or naive ISO
 //!   strings (read in a configured zone) accepted.
 //!
+//! - [`sink`], [`source`]: the traits, in-memory backends, and (feature `services`) the
+//!   MongoDB, PostgreSQL, console and Kafka shells; [`streaming`](crate) runs them.
+//!
 //! The model is free of the Kafka/MongoDB/PostgreSQL clients: those live behind the `services`
 //! feature so the generator and the simulator's memory path never compile them.
 
@@ -15,4 +18,6 @@ pub mod model;
 pub mod replay;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "services")]
+pub mod streaming;
 pub mod time;

@@ -2,8 +2,11 @@
 //!
 //! - `pipeline replay --input events.jsonl --output outputs.jsonl` runs the engine offline over
 //!   the generator's JSONL.
-//! - `pipeline streaming` / `pipeline batch` are the Kafka/MongoDB/PostgreSQL jobs (built with the
-//!   `services` feature). Without a subcommand the job type comes from `PIPELINE_JOB_TYPE`.
+//! - `pipeline streaming` is the Kafka -> MongoDB/PostgreSQL job (built with the `services`
+//!   feature); its configuration comes from the environment like the original's, each variable
+//!   also a flag that overrides it. Without a subcommand the job type comes from
+//!   `PIPELINE_JOB_TYPE`.
+//! - `pipeline batch` (historical features) is not implemented yet.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -50,9 +53,76 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// The streaming job: Kafka -> engine -> MongoDB, PostgreSQL and the console.
-    Streaming,
+    Streaming(StreamingArgs),
     /// The batch job: historical features from the PostgreSQL archive.
     Batch,
+}
+
+/// Configuration of the streaming job: environment variables, each overridden by its flag.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pipeline streaming")]
+struct StreamingArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    kafka_bootstrap_servers: String,
+    /// MongoDB (or FerretDB) connection string; without credentials for FerretDB.
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017",
+        hide_env_values = true
+    )]
+    mongodb_uri: String,
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/smart_city",
+        hide_env_values = true
+    )]
+    postgres_url: String,
+    /// Directory of the checkpoint (engine state + consumed Kafka positions).
+    #[arg(long, env = "CHECKPOINT_DIR", default_value = "./checkpoint")]
+    checkpoint_dir: PathBuf,
+    /// Engine configuration (TOML, keys of EngineConfig); SPEC defaults otherwise. Ignored when
+    /// a checkpoint is restored: the checkpoint carries the configuration it was taken with.
+    #[arg(long)]
+    engine_config: Option<PathBuf>,
+    /// Kafka consumer group used for offset commits.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "smart-city-pipeline")]
+    group_id: String,
+    /// Prefix of every Kafka topic name (for side-by-side test deployments).
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// MongoDB database.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "smart_city")]
+    mongodb_database: String,
+    /// PostgreSQL schema of the tables.
+    #[arg(long, env = "POSTGRES_SCHEMA", default_value = "public")]
+    postgres_schema: String,
+    /// Flush sink batches once this many records were consumed since the last flush.
+    #[arg(long, default_value_t = 5000)]
+    flush_max_records: usize,
+    /// Flush sink batches at most this many milliseconds after work started pending.
+    #[arg(long, default_value_t = 200)]
+    flush_interval_ms: u64,
+    /// Stop after consuming this many records (state checkpointed, windows left open).
+    #[arg(long)]
+    max_records: Option<u64>,
+    /// Treat the input as finished after this many milliseconds without a record: flush every
+    /// window final, checkpoint, and exit.
+    #[arg(long)]
+    idle_exit_ms: Option<u64>,
+    /// Attempts to reach each service at start, one second apart.
+    #[arg(long, default_value_t = 30)]
+    ready_attempts: u32,
+    /// Do not print the console table every 30 s.
+    #[arg(long)]
+    no_console: bool,
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<EngineConfig> {
@@ -144,12 +214,61 @@ fn replay(input: PathBuf, output: PathBuf, config: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
+#[cfg(feature = "services")]
+fn streaming(args: StreamingArgs) -> Result<()> {
+    use pipeline::streaming::{StreamingConfig, run, shutdown_signal};
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = StreamingConfig::new(
+        &args.kafka_bootstrap_servers,
+        &args.mongodb_uri,
+        &args.postgres_url,
+    );
+    config.engine = load_config(args.engine_config.as_ref())?;
+    config.checkpoint_dir = args.checkpoint_dir;
+    config.kafka.group_id = args.group_id;
+    config.kafka.topic_prefix = args.topic_prefix;
+    config.mongo.database = args.mongodb_database;
+    config.postgres.schema = args.postgres_schema;
+    config.flush_max_records = args.flush_max_records;
+    config.flush_interval_ms = args.flush_interval_ms;
+    config.max_records = args.max_records;
+    config.idle_exit_ms = args.idle_exit_ms;
+    config.ready_attempts = args.ready_attempts;
+    config.console = !args.no_console;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(run(config, shutdown_signal()))?;
+    eprintln!(
+        "stopped ({:?}) after {} records, {} batches; {}",
+        report.stop, report.records, report.flushes, report.metrics
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "services"))]
+fn streaming(_args: StreamingArgs) -> Result<()> {
+    bail!(
+        "this `pipeline` was built without the `services` feature; rebuild with \
+         `cargo build --release -p pipeline --features services` to run the Kafka job"
+    )
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let command = match cli.command {
         Some(c) => c,
         None => match cli.job_type.as_str() {
-            "streaming" => Command::Streaming,
+            // The flags' values then come from the environment alone.
+            "streaming" => Command::Streaming(StreamingArgs::parse_from(["pipeline streaming"])),
             "batch" => Command::Batch,
             other => bail!("PIPELINE_JOB_TYPE must be `streaming` or `batch`, not `{other}`"),
         },
@@ -160,9 +279,10 @@ fn main() -> Result<()> {
             output,
             config,
         } => replay(input, output, config),
-        Command::Streaming | Command::Batch => bail!(
-            "this `pipeline` was built without the `services` feature; rebuild with \
-             `cargo build --release -p pipeline --features services` to run the Kafka job"
+        Command::Streaming(args) => streaming(args),
+        Command::Batch => bail!(
+            "`pipeline batch` (historical features from the PostgreSQL archive, SPEC §4) is not \
+             implemented yet; run `pipeline streaming`"
         ),
     }
 }

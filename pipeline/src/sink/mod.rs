@@ -4,13 +4,20 @@
 //! Every sink write is an idempotent upsert keyed by the row id, so replaying records after a
 //! crash never double-counts.
 
+pub mod console;
+#[cfg(feature = "services")]
+pub mod dead_letter_topic;
 pub mod memory;
+#[cfg(feature = "services")]
+pub mod mongo;
+#[cfg(feature = "services")]
+pub mod postgres;
 
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::engine::Output;
+use crate::engine::{DeadLetter, LateRecord, Output, Query, Row};
 
 /// A sink write that failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,4 +51,54 @@ pub fn now_or_never<F: Future>(fut: F) -> Option<F::Output> {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
     }
+}
+
+/// The fields a query's rows are looked up by, besides their time: what the databases index.
+pub const fn key_fields(query: Query) -> &'static [&'static str] {
+    match query {
+        Query::TrafficAggregations => &["zone_id", "road_id"],
+        Query::TrafficAnomalies => &["sensor_id"],
+        Query::TransportMetrics | Query::TransportAlerts => &["line_id"],
+        Query::IncidentAggregations => &["zone_id", "severity"],
+        Query::CriticalIncidents | Query::ParkingAggregations => &["zone_id"],
+        Query::MobilityIndex => &[],
+    }
+}
+
+/// The time field of a query's rows: `window_start` for windows, `event_time` for alerts.
+pub const fn time_field(query: Query) -> &'static str {
+    if query.is_alert() {
+        "event_time"
+    } else {
+        "window_start"
+    }
+}
+
+/// The idempotency key of a dead letter: its source position, unique per record.
+pub fn dead_letter_id(d: &DeadLetter) -> String {
+    format!("{}|{}|{}", d.topic, d.position.partition, d.position.offset)
+}
+
+/// The idempotency key of a late record: the query plus the record's source position.
+pub fn late_id(l: &LateRecord) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        l.query, l.topic, l.position.partition, l.position.offset
+    )
+}
+
+/// The last version of each row in a batch, by query then id. A batch can hold a partial and
+/// then the final row of one window; databases must see only the last, and PostgreSQL refuses
+/// to update one row twice in a statement.
+pub fn last_rows(rows: &[Row]) -> std::collections::BTreeMap<Query, Vec<&Row>> {
+    let mut by_id: std::collections::BTreeMap<(Query, &str), &Row> =
+        std::collections::BTreeMap::new();
+    for row in rows {
+        by_id.insert((row.query(), row.id.as_str()), row);
+    }
+    let mut out: std::collections::BTreeMap<Query, Vec<&Row>> = std::collections::BTreeMap::new();
+    for ((q, _), row) in by_id {
+        out.entry(q).or_default().push(row);
+    }
+    out
 }

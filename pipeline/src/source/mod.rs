@@ -1,6 +1,8 @@
 //! Sources: where records come from. One trait, with an in-memory partitioned log here (used by
 //! the simulator and tests) and the Kafka consumer beside it.
 
+#[cfg(feature = "services")]
+pub mod kafka;
 pub mod memory;
 
 use std::future::Future;

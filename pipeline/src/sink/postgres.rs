@@ -1,0 +1,877 @@
+//! The PostgreSQL sink: one table per query with the row id as primary key and typed columns,
+//! the raw archive (`traffic_data`, `public_transport`, `parking_data`, `incidents`), and
+//! `dead_letters` / `late_records`.
+//!
+//! The pipeline owns its schema: [`PostgresSink::new`] applies the numbered migrations that the
+//! `schema_version` table does not list yet, under an advisory lock, each one idempotent
+//! (`CREATE TABLE IF NOT EXISTS`). A batch is one transaction: every table gets one multi-row
+//! `INSERT ... SELECT FROM UNNEST(arrays)` per chunk of [`ROWS_PER_STATEMENT`] rows — query rows
+//! `ON CONFLICT (id) DO UPDATE`, archive, dead-letter and late rows `ON CONFLICT DO NOTHING` on
+//! their natural keys — so a replay after a crash changes nothing that was already written.
+//!
+//! Columns are described once ([`Column`]: name, JSON pointer into the serialised row or
+//! message, type), and both the insert and the read-back are driven by those descriptions.
+//! Instants travel as epoch milliseconds and become `timestamptz` in SQL, exactly.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::engine::{Output, Query, Row};
+use crate::model::{Message, Topic};
+use crate::time::{format_rfc3339, parse};
+
+use super::{Sink, SinkError, dead_letter_id, last_rows, late_id};
+
+const NAME: &str = "postgresql";
+
+/// Rows per INSERT statement: bounds the size of one statement's parameters.
+pub const ROWS_PER_STATEMENT: usize = 2000;
+
+fn backend(detail: String) -> SinkError {
+    SinkError::Backend { sink: NAME, detail }
+}
+
+/// Connects and drives the connection on the runtime. `url` is never echoed: it may carry a
+/// password.
+pub async fn connect(url: &str) -> Result<Client, SinkError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
+        // The top-level message is generic ("error connecting to server"); the cause says why.
+        let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        backend(format!("cannot connect: {e}{cause}"))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "The PostgreSQL connection closed with an error.");
+        }
+    });
+    Ok(client)
+}
+
+/// A column's SQL type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `text`.
+    Text,
+    /// `double precision`.
+    Float,
+    /// `bigint`.
+    Int,
+    /// `timestamptz`, carried as epoch milliseconds (RFC 3339 text in the JSON).
+    Time,
+    /// `boolean`.
+    Bool,
+}
+
+/// One column: its name, where its value is in the JSON of the row or message, and its type.
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// JSON pointer into the serialised row / message.
+    pub pointer: &'static str,
+    /// Type.
+    pub kind: Kind,
+}
+
+/// A [`Column`] literal (a struct literal, so tables can be `'static` constants).
+macro_rules! col {
+    ($name:expr, $pointer:expr, $kind:expr) => {
+        Column {
+            name: $name,
+            pointer: $pointer,
+            kind: $kind,
+        }
+    };
+}
+
+use Kind::{Bool, Float, Int, Text, Time};
+
+/// A table: its name, columns, and conflict key.
+#[derive(Clone, Copy, Debug)]
+pub struct Table {
+    /// Table name.
+    pub name: &'static str,
+    /// Columns, in order.
+    pub columns: &'static [Column],
+    /// The primary key columns.
+    pub key: &'static [&'static str],
+    /// Whether a conflicting row is replaced (query rows) or kept (append-only tables).
+    pub replace: bool,
+}
+
+const FINAL: Column = col!("is_final", "/final", Bool);
+
+const fn query_table(name: &'static str, columns: &'static [Column]) -> Table {
+    Table {
+        name,
+        columns,
+        key: &["id"],
+        replace: true,
+    }
+}
+
+/// The table of each query.
+pub const fn query_table_of(q: Query) -> Table {
+    match q {
+        Query::TrafficAggregations => query_table(
+            "traffic_aggregations",
+            &[
+                col!("id", "/id", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("road_id", "/road_id", Text),
+                col!("window_start", "/window_start", Time),
+                col!("window_end", "/window_end", Time),
+                col!("avg_speed", "/avg_speed", Float),
+                col!("min_speed", "/min_speed", Float),
+                col!("max_speed", "/max_speed", Float),
+                col!("total_vehicles", "/total_vehicles", Int),
+                col!("avg_occupancy", "/avg_occupancy", Float),
+                col!("sensor_readings", "/sensor_readings", Int),
+                col!("congestion_score", "/congestion_score", Float),
+                FINAL,
+            ],
+        ),
+        Query::TrafficAnomalies => query_table(
+            "traffic_anomalies",
+            &[
+                col!("id", "/id", Text),
+                col!("sensor_id", "/sensor_id", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("road_id", "/road_id", Text),
+                col!("event_time", "/event_time", Time),
+                col!("anomaly_type", "/anomaly_type", Text),
+                col!("speed_kmh", "/speed_kmh", Float),
+                col!("occupancy_percent", "/occupancy_percent", Float),
+                col!("data_quality", "/data_quality", Text),
+                col!("detail", "/detail", Text),
+                FINAL,
+            ],
+        ),
+        Query::TransportMetrics => query_table(
+            "transport_metrics",
+            &[
+                col!("id", "/id", Text),
+                col!("line_id", "/line_id", Text),
+                col!("window_start", "/window_start", Time),
+                col!("window_end", "/window_end", Time),
+                col!("avg_delay", "/avg_delay", Float),
+                col!("avg_occupancy", "/avg_occupancy", Float),
+                col!("active_vehicles", "/active_vehicles", Int),
+                col!("reports", "/reports", Int),
+                col!("total_passengers", "/total_passengers", Int),
+                col!("punctuality_score", "/punctuality_score", Float),
+                FINAL,
+            ],
+        ),
+        Query::TransportAlerts => query_table(
+            "transport_alerts",
+            &[
+                col!("id", "/id", Text),
+                col!("vehicle_id", "/vehicle_id", Text),
+                col!("line_id", "/line_id", Text),
+                col!("event_time", "/event_time", Time),
+                col!("alert_type", "/alert_type", Text),
+                col!("occupancy_rate", "/occupancy_rate", Float),
+                col!("passenger_count", "/passenger_count", Int),
+                col!("capacity", "/capacity", Int),
+                FINAL,
+            ],
+        ),
+        Query::IncidentAggregations => query_table(
+            "incident_aggregations",
+            &[
+                col!("id", "/id", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("severity", "/severity", Text),
+                col!("window_start", "/window_start", Time),
+                col!("window_end", "/window_end", Time),
+                col!("count", "/count", Int),
+                col!("alert_level", "/alert_level", Text),
+                FINAL,
+            ],
+        ),
+        Query::CriticalIncidents => query_table(
+            "critical_incidents",
+            &[
+                col!("id", "/id", Text),
+                col!("incident_id", "/incident_id", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("road_id", "/road_id", Text),
+                col!("severity", "/severity", Text),
+                col!("incident_type", "/incident_type", Text),
+                col!("description", "/description", Text),
+                col!("event_time", "/event_time", Time),
+                col!("estimated_duration_min", "/estimated_duration_min", Int),
+                col!("affected_lanes", "/affected_lanes", Int),
+                FINAL,
+            ],
+        ),
+        Query::MobilityIndex => query_table(
+            "mobility_index",
+            &[
+                col!("id", "/id", Text),
+                col!("window_start", "/window_start", Time),
+                col!("window_end", "/window_end", Time),
+                col!("city_avg_speed", "/city_avg_speed", Float),
+                col!("city_avg_occupancy", "/city_avg_occupancy", Float),
+                col!("total_readings", "/total_readings", Int),
+                col!("mobility_index", "/mobility_index", Float),
+                col!("category", "/category", Text),
+                FINAL,
+            ],
+        ),
+        Query::ParkingAggregations => query_table(
+            "parking_aggregations",
+            &[
+                col!("id", "/id", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("window_start", "/window_start", Time),
+                col!("window_end", "/window_end", Time),
+                col!("avg_occupancy_rate", "/avg_occupancy_rate", Float),
+                col!("min_available_spaces", "/min_available_spaces", Int),
+                col!("readings", "/readings", Int),
+                FINAL,
+            ],
+        ),
+    }
+}
+
+/// `dead_letters`, keyed by source position.
+pub const DEAD_LETTERS: Table = Table {
+    name: "dead_letters",
+    columns: &[
+        col!("id", "/id", Text),
+        col!("topic", "/topic", Text),
+        col!("partition", "/partition", Int),
+        col!("offset", "/offset", Int),
+        col!("key", "/key", Text),
+        col!("kafka_timestamp", "/kafka_timestamp", Time),
+        col!("reason", "/reason", Text),
+        col!("detail", "/detail", Text),
+        col!("raw", "/raw", Text),
+        col!("raw_hex", "/raw_hex", Text),
+    ],
+    key: &["id"],
+    replace: false,
+};
+
+/// `late_records`, keyed by query and source position.
+pub const LATE_RECORDS: Table = Table {
+    name: "late_records",
+    columns: &[
+        col!("id", "/id", Text),
+        col!("query", "/query", Text),
+        col!("topic", "/topic", Text),
+        col!("key", "/key", Text),
+        col!("partition", "/partition", Int),
+        col!("offset", "/offset", Int),
+        col!("event_time", "/event_time", Time),
+        col!("window_end", "/window_end", Time),
+        col!("watermark", "/watermark", Time),
+        col!("reason", "/reason", Text),
+    ],
+    key: &["id"],
+    replace: false,
+};
+
+/// The raw-archive table of a topic, keyed by entity id and event time. `/event_time` is the
+/// record's resolved event time, added to the message's JSON before extraction.
+pub const fn archive_table(topic: Topic) -> Table {
+    match topic {
+        Topic::Traffic => Table {
+            name: "traffic_data",
+            columns: &[
+                col!("sensor_id", "/sensor_id", Text),
+                col!("event_time", "/event_time", Time),
+                col!("road_id", "/road_id", Text),
+                col!("road_name", "/road_name", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("lat", "/location/lat", Float),
+                col!("lon", "/location/lon", Float),
+                col!("speed_kmh", "/speed_kmh", Float),
+                col!("vehicle_flow", "/vehicle_flow", Int),
+                col!("occupancy_percent", "/occupancy_percent", Float),
+                col!("congestion_level", "/congestion_level", Text),
+                col!("data_quality", "/data_quality", Text),
+            ],
+            key: &["sensor_id", "event_time"],
+            replace: false,
+        },
+        Topic::Transport => Table {
+            name: "public_transport",
+            columns: &[
+                col!("vehicle_id", "/vehicle_id", Text),
+                col!("event_time", "/event_time", Time),
+                col!("line_id", "/line_id", Text),
+                col!("line_number", "/line_number", Text),
+                col!("current_stop", "/current_stop", Text),
+                col!("next_stop", "/next_stop", Text),
+                col!("direction", "/direction", Text),
+                col!("lat", "/location/lat", Float),
+                col!("lon", "/location/lon", Float),
+                col!("speed_kmh", "/speed_kmh", Float),
+                col!("passenger_count", "/passenger_count", Int),
+                col!("capacity", "/capacity", Int),
+                col!("occupancy_rate", "/occupancy_rate", Float),
+                col!("delay_minutes", "/delay_minutes", Float),
+                col!("status", "/status", Text),
+            ],
+            key: &["vehicle_id", "event_time"],
+            replace: false,
+        },
+        Topic::Parking => Table {
+            name: "parking_data",
+            columns: &[
+                col!("parking_id", "/parking_id", Text),
+                col!("event_time", "/event_time", Time),
+                col!("name", "/name", Text),
+                col!("zone_id", "/zone_id", Text),
+                col!("type", "/type", Text),
+                col!("lat", "/location/lat", Float),
+                col!("lon", "/location/lon", Float),
+                col!("total_spaces", "/total_spaces", Int),
+                col!("occupied_spaces", "/occupied_spaces", Int),
+                col!("available_spaces", "/available_spaces", Int),
+                col!("occupancy_rate", "/occupancy_rate", Float),
+                col!("hourly_rate", "/hourly_rate", Float),
+                col!("status", "/status", Text),
+            ],
+            key: &["parking_id", "event_time"],
+            replace: false,
+        },
+        Topic::Incidents => Table {
+            name: "incidents",
+            columns: &[
+                col!("incident_id", "/incident_id", Text),
+                col!("event_time", "/event_time", Time),
+                col!("type", "/type", Text),
+                col!("severity", "/severity", Text),
+                col!("road_id", "/location/road_id", Text),
+                col!("road_name", "/location/road_name", Text),
+                col!("zone_id", "/location/zone_id", Text),
+                col!("lat", "/location/lat", Float),
+                col!("lon", "/location/lon", Float),
+                col!("description", "/description", Text),
+                col!("estimated_duration_min", "/estimated_duration_min", Int),
+                col!("affected_lanes", "/affected_lanes", Int),
+                col!("status", "/status", Text),
+            ],
+            key: &["incident_id", "event_time"],
+            replace: false,
+        },
+    }
+}
+
+/// Every table the sink writes.
+pub fn tables() -> Vec<Table> {
+    let mut t: Vec<Table> = Query::ALL.into_iter().map(query_table_of).collect();
+    t.extend(Topic::ALL.into_iter().map(archive_table));
+    t.push(DEAD_LETTERS);
+    t.push(LATE_RECORDS);
+    t
+}
+
+fn sql_type(kind: Kind) -> &'static str {
+    match kind {
+        Text => "text",
+        Float => "double precision",
+        Int => "bigint",
+        Time => "timestamptz",
+        Bool => "boolean",
+    }
+}
+
+/// The DDL of a table (idempotent). Only optional text columns may be NULL.
+fn create_table_sql(t: &Table) -> String {
+    let mut cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|col| {
+            let nullable = matches!(col.name, "raw" | "raw_hex");
+            format!(
+                "\"{}\" {}{}",
+                col.name,
+                sql_type(col.kind),
+                if nullable { "" } else { " NOT NULL" }
+            )
+        })
+        .collect();
+    cols.push("updated_at timestamptz NOT NULL DEFAULT now()".to_owned());
+    let key: Vec<String> = t.key.iter().map(|k| format!("\"{k}\"")).collect();
+    cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n    {}\n)",
+        t.name,
+        cols.join(",\n    ")
+    )
+}
+
+/// Migration 1: every table, and the lookup indexes of the query tables.
+fn migration_1() -> String {
+    let mut sql: Vec<String> = tables().iter().map(create_table_sql).collect();
+    for q in Query::ALL {
+        let mut cols: Vec<&str> = super::key_fields(q).to_vec();
+        cols.push(super::time_field(q));
+        sql.push(format!(
+            "CREATE INDEX IF NOT EXISTS {0}_lookup ON {0} ({1})",
+            q.name(),
+            cols.join(", ")
+        ));
+    }
+    sql.join(";\n")
+}
+
+/// The schema migrations, in order. A released migration never changes; add the next number.
+fn migrations() -> Vec<(i32, String)> {
+    vec![(1, migration_1())]
+}
+
+/// The multi-row insert of a table: arrays bound per column, unnested in SQL.
+fn insert_sql(t: &Table) -> String {
+    let names: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
+    let mut exprs = Vec::new();
+    let mut arrays = Vec::new();
+    let mut aliases = Vec::new();
+    for (i, col) in t.columns.iter().enumerate() {
+        let n = i + 1;
+        let array_type = match col.kind {
+            Text => "text[]",
+            Float => "float8[]",
+            Int | Time => "int8[]",
+            Bool => "bool[]",
+        };
+        arrays.push(format!("${n}::{array_type}"));
+        aliases.push(format!("c{n}"));
+        exprs.push(match col.kind {
+            Time => format!("'epoch'::timestamptz + u.c{n} * interval '1 millisecond'"),
+            _ => format!("u.c{n}"),
+        });
+    }
+    let key: Vec<String> = t.key.iter().map(|k| format!("\"{k}\"")).collect();
+    let conflict = if t.replace {
+        let sets: Vec<String> = t
+            .columns
+            .iter()
+            .filter(|c| !t.key.contains(&c.name))
+            .map(|c| format!("\"{0}\" = EXCLUDED.\"{0}\"", c.name))
+            .chain(std::iter::once("updated_at = now()".to_owned()))
+            .collect();
+        format!("DO UPDATE SET {}", sets.join(", "))
+    } else {
+        "DO NOTHING".to_owned()
+    };
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM UNNEST({}) AS u({}) ON CONFLICT ({}) {}",
+        t.name,
+        names.join(", "),
+        exprs.join(", "),
+        arrays.join(", "),
+        aliases.join(", "),
+        key.join(", "),
+        conflict
+    )
+}
+
+/// The select of a table's rows, times as epoch milliseconds, in key order.
+fn select_sql(t: &Table) -> String {
+    let exprs: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| match c.kind {
+            Time => format!("(extract(epoch from \"{}\") * 1000)::int8", c.name),
+            _ => format!("\"{}\"", c.name),
+        })
+        .collect();
+    let key: Vec<String> = t.key.iter().map(|k| format!("\"{k}\"")).collect();
+    format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        exprs.join(", "),
+        t.name,
+        key.join(", ")
+    )
+}
+
+/// One column's values for a chunk of rows.
+#[derive(Debug)]
+enum Values {
+    Text(Vec<Option<String>>),
+    Float(Vec<Option<f64>>),
+    Int(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl Values {
+    fn new(kind: Kind, n: usize) -> Self {
+        match kind {
+            Text => Values::Text(Vec::with_capacity(n)),
+            Float => Values::Float(Vec::with_capacity(n)),
+            Int | Time => Values::Int(Vec::with_capacity(n)),
+            Bool => Values::Bool(Vec::with_capacity(n)),
+        }
+    }
+
+    fn push(&mut self, col: &Column, v: Option<&Value>) -> Result<(), String> {
+        let v = v.filter(|v| !v.is_null());
+        let bad = || format!("{}: {:?} is not a {:?}", col.name, v, col.kind);
+        match self {
+            Values::Text(x) => x.push(match v {
+                None => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+            }),
+            Values::Float(x) => x.push(match v {
+                None => None,
+                Some(v) => Some(v.as_f64().ok_or_else(bad)?),
+            }),
+            Values::Int(x) => x.push(match (v, col.kind) {
+                (None, _) => None,
+                (Some(Value::String(s)), Time) => Some(
+                    parse(s)
+                        .map_err(|e| format!("{}: {e}", col.name))?
+                        .utc_millis()
+                        .ok_or_else(bad)?,
+                ),
+                (Some(v), _) => Some(v.as_i64().ok_or_else(bad)?),
+            }),
+            Values::Bool(x) => x.push(match v {
+                None => None,
+                Some(v) => Some(v.as_bool().ok_or_else(bad)?),
+            }),
+        }
+        Ok(())
+    }
+
+    fn as_param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Values::Text(x) => x,
+            Values::Float(x) => x,
+            Values::Int(x) => x,
+            Values::Bool(x) => x,
+        }
+    }
+}
+
+fn columns_of(t: &Table, items: &[Value]) -> Result<Vec<Values>, String> {
+    let mut cols: Vec<Values> = t
+        .columns
+        .iter()
+        .map(|c| Values::new(c.kind, items.len()))
+        .collect();
+    for item in items {
+        for (values, col) in cols.iter_mut().zip(t.columns) {
+            values.push(col, item.pointer(col.pointer))?;
+        }
+    }
+    Ok(cols)
+}
+
+/// Where the sink writes.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/db` (may carry a password; never logged).
+    pub url: String,
+    /// Schema for the tables (`public`; tests use a unique one).
+    pub schema: String,
+}
+
+/// The PostgreSQL sink.
+pub struct PostgresSink {
+    client: Client,
+    inserts: BTreeMap<&'static str, Statement>,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("tables", &self.inserts.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `name` is a plain lower-case SQL identifier (so it can be spliced into SQL).
+fn plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl PostgresSink {
+    /// A sink writing into `schema` (created if missing), with the schema migrated.
+    pub async fn new(mut client: Client, schema: &str) -> Result<Self, SinkError> {
+        if !plain_identifier(schema) {
+            return Err(backend(format!(
+                "schema `{schema}` must be a lower-case identifier ([a-z_][a-z0-9_]*)"
+            )));
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+            ))
+            .await
+            .map_err(|e| backend(format!("cannot create or select schema {schema}: {e}")))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| backend(format!("cannot begin the migration: {e}")))?;
+        // One migrator at a time per schema: concurrent pipelines wait here.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('smart_city_migrate_' || $1::text))",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| backend(format!("cannot take the migration lock: {e}")))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (\
+                 version integer PRIMARY KEY, \
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| backend(format!("cannot create schema_version: {e}")))?;
+        let current: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+            .await
+            .map_err(|e| backend(format!("cannot read schema_version: {e}")))?
+            .get(0);
+        for (version, sql) in migrations() {
+            if version > current {
+                tx.batch_execute(&sql)
+                    .await
+                    .map_err(|e| backend(format!("migration {version} failed: {e}")))?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES ($1)",
+                    &[&version],
+                )
+                .await
+                .map_err(|e| backend(format!("cannot record migration {version}: {e}")))?;
+                tracing::info!(version, schema, "Applied PostgreSQL schema migration.");
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| backend(format!("cannot commit the migration: {e}")))?;
+        let mut inserts = BTreeMap::new();
+        for t in tables() {
+            let stmt = client
+                .prepare(&insert_sql(&t))
+                .await
+                .map_err(|e| backend(format!("cannot prepare the insert into {}: {e}", t.name)))?;
+            inserts.insert(t.name, stmt);
+        }
+        Ok(PostgresSink { client, inserts })
+    }
+
+    /// The schema version applied.
+    pub async fn schema_version(&self) -> Result<i32, SinkError> {
+        self.client
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| backend(format!("cannot read schema_version: {e}")))
+    }
+
+    /// Every row stored for `query`, in id order, read back as the engine's rows.
+    pub async fn read_rows(&self, query: Query) -> Result<Vec<Row>, SinkError> {
+        let t = query_table_of(query);
+        let rows = self
+            .client
+            .query(&select_sql(&t), &[])
+            .await
+            .map_err(|e| backend(format!("cannot read {}: {e}", t.name)))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut map = serde_json::Map::new();
+            map.insert("query".into(), Value::String(query.name().to_owned()));
+            for (i, col) in t.columns.iter().enumerate() {
+                let v = match col.kind {
+                    Text => Value::String(r.get::<_, String>(i)),
+                    Float => serde_json::Number::from_f64(r.get::<_, f64>(i))
+                        .map_or(Value::Null, Value::Number),
+                    Int => Value::from(r.get::<_, i64>(i)),
+                    Time => Value::String(format_rfc3339(r.get::<_, i64>(i))),
+                    Bool => Value::Bool(r.get::<_, bool>(i)),
+                };
+                map.insert(col.pointer.trim_start_matches('/').to_owned(), v);
+            }
+            let row: Row = serde_json::from_value(Value::Object(map))
+                .map_err(|e| backend(format!("a row of {} is not a {query} row: {e}", t.name)))?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Rows in a table.
+    pub async fn count(&self, table: &str) -> Result<i64, SinkError> {
+        if !plain_identifier(table) {
+            return Err(backend(format!("`{table}` is not a table name")));
+        }
+        self.client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| backend(format!("cannot count {table}: {e}")))
+    }
+
+    /// The client, for read-back queries of tests and tools.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The JSON of each item of a batch, grouped by table.
+fn batch_items(batch: &Output) -> Result<Vec<(Table, Vec<Value>)>, String> {
+    let json = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
+    let mut out = Vec::new();
+    for (q, rows) in last_rows(&batch.rows) {
+        let items = rows
+            .iter()
+            .map(|r| json(serde_json::to_value(r)))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((query_table_of(q), items));
+    }
+    let mut archive: BTreeMap<Topic, Vec<Value>> = BTreeMap::new();
+    for a in &batch.archive {
+        // The engine accepted these bytes, so they decode; anything else is a bug to report.
+        let msg = Message::decode(a.topic, &a.value)
+            .map_err(|e| format!("archive record of {} does not decode: {e}", a.topic))?;
+        let mut v = json(serde_json::from_slice::<Value>(&msg.to_json()))?;
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "event_time".into(),
+                Value::String(format_rfc3339(a.event_time)),
+            );
+        }
+        archive.entry(a.topic).or_default().push(v);
+    }
+    for (topic, items) in archive {
+        out.push((archive_table(topic), items));
+    }
+    let mut dead = Vec::with_capacity(batch.dead_letters.len());
+    for d in &batch.dead_letters {
+        let mut v = json(serde_json::to_value(d))?;
+        if let Value::Object(m) = &mut v {
+            m.insert("id".into(), Value::String(dead_letter_id(d)));
+        }
+        dead.push(v);
+    }
+    if !dead.is_empty() {
+        out.push((DEAD_LETTERS, dead));
+    }
+    let mut late = Vec::with_capacity(batch.late.len());
+    for l in &batch.late {
+        let mut v = json(serde_json::to_value(l))?;
+        if let Value::Object(m) = &mut v {
+            m.insert("id".into(), Value::String(late_id(l)));
+        }
+        late.push(v);
+    }
+    if !late.is_empty() {
+        out.push((LATE_RECORDS, late));
+    }
+    Ok(out)
+}
+
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn write(&mut self, batch: &Output) -> Result<(), SinkError> {
+        let groups = batch_items(batch).map_err(backend)?;
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| backend(format!("cannot begin a batch: {e}")))?;
+        for (table, items) in &groups {
+            let stmt = self
+                .inserts
+                .get(table.name)
+                .ok_or_else(|| backend(format!("no insert prepared for {}", table.name)))?;
+            for chunk in items.chunks(ROWS_PER_STATEMENT) {
+                let cols = columns_of(table, chunk)
+                    .map_err(|e| backend(format!("{}: {e}", table.name)))?;
+                let params: Vec<&(dyn ToSql + Sync)> = cols.iter().map(Values::as_param).collect();
+                tx.execute(stmt, &params).await.map_err(|e| {
+                    backend(format!(
+                        "insert of {} rows into {} failed: {e}",
+                        chunk.len(),
+                        table.name
+                    ))
+                })?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| backend(format!("cannot commit a batch: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves every query table's columns name every field of its rows, so nothing a row carries
+    // is lost on the way into PostgreSQL (the read-back in the integration tests relies on it).
+    #[test]
+    fn query_tables_cover_row_fields() {
+        use crate::engine::{Engine, EngineConfig, RawRecord, SourcePosition};
+        let mut engine = Engine::new(EngineConfig::default()).unwrap();
+        let mut out = Output::default();
+        let rec = br#"{"sensor_id":"S1","timestamp":"2026-11-24T08:00:05Z","road_id":"R1","road_name":"A","zone_id":"Z1","location":{"lat":1.0,"lon":2.0},"speed_kmh":3.0,"vehicle_flow":4,"occupancy_percent":97.0,"congestion_level":"high","data_quality":"degraded"}"#;
+        engine.ingest(
+            &RawRecord {
+                topic: Topic::Traffic,
+                key: b"S1",
+                value: rec,
+                kafka_timestamp_ms: 1_795_507_205_000,
+                position: SourcePosition::default(),
+            },
+            &mut out,
+        );
+        engine.flush(&mut out);
+        assert!(out.rows.len() >= 4, "{:?}", out.rows);
+        for row in &out.rows {
+            let v = serde_json::to_value(row).unwrap();
+            let t = query_table_of(row.query());
+            let covered: Vec<&str> = t
+                .columns
+                .iter()
+                .map(|c| c.pointer.trim_start_matches('/'))
+                .collect();
+            for key in v.as_object().unwrap().keys() {
+                assert!(
+                    key == "query" || covered.contains(&key.as_str()),
+                    "{} lacks {key}",
+                    t.name
+                );
+            }
+        }
+        let items = batch_items(&out).unwrap();
+        assert!(items.iter().any(|(t, _)| t.name == "traffic_data"));
+        for (t, items) in &items {
+            columns_of(t, items).unwrap();
+        }
+    }
+
+    // Proves schema names are checked before they reach SQL.
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(plain_identifier("smart_city_t1"));
+        assert!(!plain_identifier("x; DROP TABLE y"));
+        assert!(!plain_identifier("Public"));
+        assert!(!plain_identifier(""));
+    }
+}
