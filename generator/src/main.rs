@@ -1,4 +1,5 @@
-//! `generator`: writes the seeded smart-city records as JSONL, ordered by produce time.
+//! `generator`: writes the seeded smart-city records as JSONL, ordered by produce time, or
+//! (`generator produce`, feature `kafka`) publishes them to Kafka.
 //!
 //! A thin shell over the library: it reads the configuration (built-in thesis city, then the
 //! `GENERATION_INTERVAL` environment variable, then `--config`, then the flags), runs the
@@ -30,6 +31,36 @@ struct Cli {
 enum Command {
     /// Write the records as JSONL (what the generator does when no subcommand is given).
     Generate(GenerateArgs),
+    /// Publish the records to Kafka, keyed by entity id, paced in real time by
+    /// `GENERATION_INTERVAL`, accelerated by `--speed`, or as fast as possible (`--max-speed`).
+    /// Needs the `kafka` feature.
+    Produce(ProduceArgs),
+}
+
+/// Flags of `generator produce`.
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    generate: GenerateArgs,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap_servers: String,
+    /// Partitions of each topic created (existing topics are left as they are).
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Prefix of the four topic names (e.g. `test-` gives `test-traffic-sensors`).
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
+    /// Simulated seconds per wall-clock second: 1 is real time, 60 a minute per second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Publish as fast as possible, ignoring produce times.
+    #[arg(long, conflicts_with = "speed")]
+    max_speed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -40,7 +71,8 @@ struct GenerateArgs {
     /// How much time to generate: 90s, 30m, 1h, 1h30m, 2d ... (overrides `duration_s`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_s)]
     duration: Option<u64>,
-    /// First instant generated, RFC 3339, e.g. 2026-11-24T07:00:00Z (overrides `start`).
+    /// First instant generated, RFC 3339, e.g. 2026-11-24T07:00:00Z (overrides `start`);
+    /// `generator produce` also takes `now`.
     #[arg(long, value_name = "RFC3339")]
     start: Option<String>,
     /// A generator configuration in TOML, or a scenario file with a `[generator]` table.
@@ -222,9 +254,26 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Generate(args)) => run(args),
+        Some(Command::Produce(args)) => produce_command(args),
         None => run(cli.generate),
     }
 }
+
+#[cfg(feature = "kafka")]
+fn produce_command(args: ProduceArgs) -> Result<()> {
+    produce::run(args)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn produce_command(_: ProduceArgs) -> Result<()> {
+    bail!(
+        "this `generator` was built without the `kafka` feature; rebuild with \
+         `cargo build --release -p generator --features kafka` to publish to Kafka"
+    )
+}
+
+#[cfg(feature = "kafka")]
+mod produce;
 
 #[cfg(test)]
 mod tests {
