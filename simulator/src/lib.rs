@@ -47,10 +47,24 @@ pub fn run_scenario(
     let backend = backend.unwrap_or(scenario.backend);
     let result = match backend {
         Backend::Memory => run::run_memory(scenario, seed, progress)?,
-        Backend::Services | Backend::Containers => {
-            return Err(SimError::Backend(format!(
-                "the {backend:?} backend is not available in this build; use --backend memory"
-            )));
+        Backend::Services => {
+            return Err(SimError::Backend(
+                "the simulator's services backend is not built yet: run scenarios with \
+                 --backend memory; the real Kafka/MongoDB/PostgreSQL path is exercised by \
+                 `pipeline streaming` and `cargo test -p smart-city --features services`"
+                    .into(),
+            ));
+        }
+        Backend::Containers => {
+            let engine = std::path::Path::new("/var/run/docker.sock").exists();
+            return Err(SimError::Backend(if engine {
+                "the simulator's containers backend is not built yet: use --backend memory".into()
+            } else {
+                "no Docker engine here (/var/run/docker.sock not found), so no containers: \
+                 start the real services with `bash scripts/services.sh up` instead, or use \
+                 --backend memory"
+                    .into()
+            }));
         }
     };
     let digest = result.documents.digest().hex();
