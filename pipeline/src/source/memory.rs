@@ -55,6 +55,30 @@ impl Partition {
         Some((key, value, e.timestamp))
     }
 
+    /// Hands up to `max` unread records to `f` in offset order; returns how many.
+    fn consume(&mut self, max: usize, f: &mut impl FnMut(RawRecord<'_>)) -> usize {
+        let topic = Topic::ALL[self.topic_index];
+        let mut n = 0;
+        while n < max {
+            let Some((key, value, ts)) = self.get(self.position) else {
+                break;
+            };
+            f(RawRecord {
+                topic,
+                key,
+                value,
+                kafka_timestamp_ms: ts,
+                position: SourcePosition {
+                    partition: self.id,
+                    offset: self.position,
+                },
+            });
+            self.position += 1;
+            n += 1;
+        }
+        n
+    }
+
     /// Drops records below the committed offset, reclaiming their bytes.
     fn truncate(&mut self) {
         while self.base < self.committed && self.records.pop_front().is_some() {
@@ -170,25 +194,7 @@ impl MemoryLog {
             if n >= max {
                 break;
             }
-            let part = &mut self.partitions[(self.cursor + i) % count];
-            let topic = Topic::ALL[part.topic_index];
-            while n < max {
-                let Some((key, value, ts)) = part.get(part.position) else {
-                    break;
-                };
-                f(RawRecord {
-                    topic,
-                    key,
-                    value,
-                    kafka_timestamp_ms: ts,
-                    position: SourcePosition {
-                        partition: part.id,
-                        offset: part.position,
-                    },
-                });
-                part.position += 1;
-                n += 1;
-            }
+            n += self.partitions[(self.cursor + i) % count].consume(max - n, &mut f);
         }
         self.cursor = (self.cursor + 1) % count.max(1);
         n
@@ -207,26 +213,7 @@ impl MemoryLog {
             return 0;
         }
         let i = self.index(topic, partition);
-        let part = &mut self.partitions[i];
-        let mut n = 0;
-        while n < max {
-            let Some((key, value, ts)) = part.get(part.position) else {
-                break;
-            };
-            f(RawRecord {
-                topic,
-                key,
-                value,
-                kafka_timestamp_ms: ts,
-                position: SourcePosition {
-                    partition,
-                    offset: part.position,
-                },
-            });
-            part.position += 1;
-            n += 1;
-        }
-        n
+        self.partitions[i].consume(max, &mut f)
     }
 
     /// Reads up to `max` records, copying them out (what [`Source::poll`] does).
