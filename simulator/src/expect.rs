@@ -359,7 +359,11 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
             .map(|(_, c)| c.accepted)
             .sum(),
     };
-    let mut what = format!("count {:?}", e.metric).to_lowercase();
+    let metric = serde_json::to_value(e.metric)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut what = format!("count {metric}");
     for (label, v) in [
         ("query", &e.query),
         ("reason", &e.reason),

@@ -66,7 +66,7 @@ fn failing_run_exits_non_zero_with_a_diff() {
     assert!(!out.status.success());
     assert!(stdout.contains("2 scenarios: SOME FAILED"), "{stdout}");
     assert!(
-        stderr.contains("FAILED count recordsin topic=parking = 1"),
+        stderr.contains("FAILED count records_in topic=parking = 1"),
         "{stderr}"
     );
     // 12 car parks x 12 readings a minute x 10 minutes.
