@@ -604,6 +604,25 @@ struct LastValues {
     lot: Vec<Option<LotValues>>,
 }
 
+/// A `stuck` fault repeats the device's previous values (a device with none yet is not stuck);
+/// either way the values sent become the device's previous ones. `previous` is `None` when no
+/// configured fault is `stuck`, so nothing is remembered.
+fn hold_if_stuck<V: Copy>(
+    faults: &[Fault],
+    fault: &mut Option<usize>,
+    previous: Option<&mut Option<V>>,
+    values: &mut V,
+) {
+    let Some(previous) = previous else { return };
+    if fault.is_some_and(|f| faults[f].kind == FaultKind::Stuck) {
+        match *previous {
+            Some(prev) => *values = prev,
+            None => *fault = None,
+        }
+    }
+    *previous = Some(*values);
+}
+
 /// The iterator of [`Generator::records`].
 #[derive(Debug)]
 pub struct Records<'c> {
@@ -906,7 +925,6 @@ impl<'c> Records<'c> {
     fn reading(&mut self, slot: Slot, t: Millis) -> Option<Record<'c>> {
         let g = self.g;
         let city = &g.city;
-        let has_faults = !g.faults.is_empty();
         match slot.device {
             DeviceRef::Sensor(i) => {
                 let sensor = &city.sensors[i];
@@ -918,20 +936,9 @@ impl<'c> Records<'c> {
                 };
                 let mut values =
                     self.sensors[i].read(road, self.ctx.zone_demand[sensor.zone], forced, g.tick_h);
-                let mut fault = if has_faults {
-                    self.decide_fault(0, slot.global, t)
-                } else {
-                    None
-                };
-                if let Some(last) = &mut self.last {
-                    if fault.is_some_and(|f| g.faults[f].kind == FaultKind::Stuck) {
-                        match last.traffic[i] {
-                            Some(prev) => values = prev,
-                            None => fault = None,
-                        }
-                    }
-                    last.traffic[i] = Some(values);
-                }
+                let mut fault = self.decide_fault(0, slot.global, t);
+                let previous = self.last.as_mut().map(|last| &mut last.traffic[i]);
+                hold_if_stuck(&g.faults, &mut fault, previous, &mut values);
                 let record = Record {
                     topic: Topic::Traffic,
                     key: Cow::Borrowed(&sensor.id),
@@ -980,20 +987,9 @@ impl<'c> Records<'c> {
                     values.passengers = passengers;
                     values.occupancy_pct = physics::round1(100.0 * passengers as f64 / capacity);
                 }
-                let mut fault = if has_faults {
-                    self.decide_fault(1, slot.global, t)
-                } else {
-                    None
-                };
-                if let Some(last) = &mut self.last {
-                    if fault.is_some_and(|f| g.faults[f].kind == FaultKind::Stuck) {
-                        match last.bus[i] {
-                            Some(prev) => values = prev,
-                            None => fault = None,
-                        }
-                    }
-                    last.bus[i] = Some(values);
-                }
+                let mut fault = self.decide_fault(1, slot.global, t);
+                let previous = self.last.as_mut().map(|last| &mut last.bus[i]);
+                hold_if_stuck(&g.faults, &mut fault, previous, &mut values);
                 let record = Record {
                     topic: Topic::Transport,
                     key: Cow::Borrowed(&bus.id),
@@ -1030,20 +1026,9 @@ impl<'c> Records<'c> {
             DeviceRef::Lot(i) => {
                 let lot = &city.lots[i];
                 let mut values = self.lots[i].read(lot, self.ctx.parking_target);
-                let mut fault = if has_faults {
-                    self.decide_fault(2, slot.global, t)
-                } else {
-                    None
-                };
-                if let Some(last) = &mut self.last {
-                    if fault.is_some_and(|f| g.faults[f].kind == FaultKind::Stuck) {
-                        match last.lot[i] {
-                            Some(prev) => values = prev,
-                            None => fault = None,
-                        }
-                    }
-                    last.lot[i] = Some(values);
-                }
+                let mut fault = self.decide_fault(2, slot.global, t);
+                let previous = self.last.as_mut().map(|last| &mut last.lot[i]);
+                hold_if_stuck(&g.faults, &mut fault, previous, &mut values);
                 let total = i64::from(lot.total_spaces);
                 let available = total - values.occupied;
                 let record = Record {
