@@ -481,7 +481,7 @@ async fn end_to_end_matches_memory() {
     let report = scope.run(scope.config()).await;
     let (mongo, pg) = scope.read_back().await;
     scope.cleanup().await;
-    eprintln!("e2e: {} records; {}", report.records, report.metrics);
+    eprintln!("e2e: {} records; {}", report.records, report.metrics.report());
     assert_eq!(report.stop, StopReason::Idle);
     assert_eq!(report.records, records.len() as u64);
     check("e2e", "MongoDB", &mongo, &want);

@@ -5,6 +5,7 @@
 //! - [`time`]: event timestamps — RFC 3339 written in UTC, RFC 3339 with any offset or naive ISO
 //!   strings (read in a configured zone) accepted.
 //!
+//! - [`stats`]: the bounded latency histogram shared by the streaming job and the simulator.
 //! - [`sink`], [`source`]: the traits, in-memory backends, and (feature `services`) the
 //!   MongoDB, PostgreSQL, console and Kafka shells; [`streaming`](crate) runs them.
 //!
@@ -18,6 +19,7 @@ pub mod model;
 pub mod replay;
 pub mod sink;
 pub mod source;
+pub mod stats;
 #[cfg(feature = "services")]
 pub mod streaming;
 pub mod time;

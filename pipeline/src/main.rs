@@ -249,7 +249,7 @@ fn streaming(args: StreamingArgs) -> Result<()> {
     let report = runtime.block_on(run(config, shutdown_signal()))?;
     eprintln!(
         "stopped ({:?}) after {} records, {} batches; {}",
-        report.stop, report.records, report.flushes, report.metrics
+        report.stop, report.records, report.flushes, report.metrics.report()
     );
     Ok(())
 }

@@ -399,7 +399,7 @@ fn check_performance(e: &PerformanceExpectation, run: &RunResult, tp: &Throughpu
             actual: "no samples: nothing in this run produced such a latency".into(),
         };
     }
-    let stat = |h: &crate::stats::Histogram| {
+    let stat = |h: &pipeline::stats::Histogram| {
         let p = h.percentiles();
         match e.stat {
             Stat::P50 => p.p50_ms,

@@ -13,7 +13,8 @@ pub mod expect;
 pub mod report;
 pub mod run;
 pub mod scenario;
-pub mod stats;
+#[cfg(feature = "services")]
+pub mod services;
 pub mod wallclock;
 
 use std::path::Path;
@@ -35,37 +36,32 @@ pub enum SimError {
     Backend(String),
 }
 
-/// Runs a loaded scenario and checks it. `seed` overrides the scenario's.
+/// How to run a scenario: what overrides the scenario file, and the real backends' knobs.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// Overrides the scenario's backend.
+    pub backend: Option<Backend>,
+    /// Real backends: simulated seconds per wall second (default 100).
+    pub speed: Option<f64>,
+    /// Real backends: keep the run's topics, database, schema and checkpoint.
+    pub keep: bool,
+}
+
+/// Runs a loaded scenario and checks it.
 pub fn run_scenario(
     scenario: &Scenario,
     file: &Path,
-    seed: Option<u64>,
-    backend: Option<Backend>,
+    options: &RunOptions,
     progress: run::Progress<'_>,
 ) -> Result<Report, SimError> {
-    let seed = seed.unwrap_or(scenario.seed);
-    let backend = backend.unwrap_or(scenario.backend);
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let backend = options.backend.unwrap_or(scenario.backend);
     let result = match backend {
         Backend::Memory => run::run_memory(scenario, seed, progress)?,
-        Backend::Services => {
-            return Err(SimError::Backend(
-                "the simulator's services backend is not built yet: run scenarios with \
-                 --backend memory; the real Kafka/MongoDB/PostgreSQL path is exercised by \
-                 `pipeline streaming` and `cargo test -p smart-city --features services`"
-                    .into(),
-            ));
-        }
-        Backend::Containers => {
-            let engine = std::path::Path::new("/var/run/docker.sock").exists();
-            return Err(SimError::Backend(if engine {
-                "the simulator's containers backend is not built yet: use --backend memory".into()
-            } else {
-                "no Docker engine here (/var/run/docker.sock not found), so no containers: \
-                 start the real services with `bash scripts/services.sh up` instead, or use \
-                 --backend memory"
-                    .into()
-            }));
-        }
+        Backend::Services => real(scenario, seed, options, progress, None)?,
+        Backend::Containers => real(scenario, seed, options, progress, Some(()))?,
     };
     let digest = result.documents.digest().hex();
     let verdicts = expect::evaluate(scenario, &result, &digest);
@@ -79,12 +75,56 @@ pub fn run_scenario(
     ))
 }
 
+/// The real backends: services at the addresses in the environment, or in containers.
+#[cfg(feature = "services")]
+fn real(
+    scenario: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+    progress: run::Progress<'_>,
+    containers: Option<()>,
+) -> Result<run::RunResult, SimError> {
+    let services_options = services::ServicesOptions {
+        speed: options.speed.unwrap_or(services::DEFAULT_SPEED),
+        keep: options.keep,
+        ..services::ServicesOptions::default()
+    };
+    let addresses = match containers {
+        None => services::Addresses::from_env(),
+        Some(()) => return Err(SimError::Backend(no_docker())),
+    };
+    services::run_services(scenario, seed, &addresses, &services_options, progress)
+}
+
+#[cfg(not(feature = "services"))]
+fn real(
+    _: &Scenario,
+    _: u64,
+    _: &RunOptions,
+    _: run::Progress<'_>,
+    containers: Option<()>,
+) -> Result<run::RunResult, SimError> {
+    let feature = if containers.is_some() {
+        "containers"
+    } else {
+        "services"
+    };
+    Err(SimError::Backend(format!(
+        "this simulator was built without the `{feature}` feature, so it has no real backends: \
+         rebuild with `cargo build --release -p simulator --features {feature}`, or use \
+         --backend memory"
+    )))
+}
+
+fn no_docker() -> String {
+    "no Docker engine here, so no containers: start the real services with \
+     `bash scripts/services.sh up` and `eval \"$(bash scripts/services.sh env)\"`, then use \
+     --backend services (or --backend memory)"
+        .into()
+}
+
 /// Loads and runs a scenario file.
-pub fn run_file(
-    path: &Path,
-    seed: Option<u64>,
-    backend: Option<Backend>,
-) -> Result<Report, SimError> {
+pub fn run_file(path: &Path, options: &RunOptions) -> Result<Report, SimError> {
     let scenario = Scenario::load(path)?;
-    run_scenario(&scenario, path, seed, backend, &mut |_, _| {})
+    run_scenario(&scenario, path, options, &mut |_, _| {})
 }

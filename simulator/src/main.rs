@@ -1,4 +1,5 @@
-//! `simulator run <scenario.toml | folder> [--seed N] [--backend memory] [--report <dir>]`.
+//! `simulator run <scenario.toml | folder> [--seed N] [--backend memory|services|containers]
+//! [--speed X] [--keep] [--report <dir>]`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use simulator::{Backend, Report, Scenario};
+use simulator::{Backend, Report, RunOptions, Scenario};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,9 +31,20 @@ enum Command {
         /// Overrides the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Overrides the scenario's backend.
+        /// Overrides the scenario's backend: `memory` (in-process, simulated clock), `services`
+        /// (real Kafka, MongoDB and PostgreSQL at KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI and
+        /// POSTGRES_URL; build with `--features services`) or `containers` (the same on official
+        /// images through a Docker engine; build with `--features containers`).
         #[arg(long, value_enum)]
         backend: Option<Backend>,
+        /// Real backends: simulated seconds replayed per wall second (default 100: an hour of
+        /// the city in 36 s).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Real backends: keep the run's topics, MongoDB database, PostgreSQL schema and
+        /// checkpoint for inspection instead of removing them.
+        #[arg(long)]
+        keep: bool,
         /// Writes `report.json` (one folder per scenario when running a folder) here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -56,7 +68,7 @@ fn scenario_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn run_one(file: &Path, seed: Option<u64>, backend: Option<Backend>) -> Result<Report> {
+fn run_one(file: &Path, options: &RunOptions) -> Result<Report> {
     let scenario = Scenario::load(file)?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(1000);
@@ -74,7 +86,7 @@ fn run_one(file: &Path, seed: Option<u64>, backend: Option<Backend>) -> Result<R
             bar.set_position((done * 1000 / total.max(1)) as u64);
         }
     };
-    let report = simulator::run_scenario(&scenario, file, seed, backend, &mut progress)?;
+    let report = simulator::run_scenario(&scenario, file, options, &mut progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -87,13 +99,21 @@ fn main() -> Result<ExitCode> {
         path,
         seed,
         backend,
+        speed,
+        keep,
         report,
     } = cli.command;
+    let options = RunOptions {
+        seed,
+        backend,
+        speed,
+        keep,
+    };
     let files = scenario_files(&path)?;
     let many = files.len() > 1;
     let mut all_passed = true;
     for file in &files {
-        let r = run_one(file, seed, backend)?;
+        let r = run_one(file, &options)?;
         println!("{}", r.summary());
         if !r.passed {
             all_passed = false;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::expect::{Throughput, Verdict, throughput};
 use crate::run::RunResult;
 use crate::scenario::{Backend, Scenario};
-use crate::stats::Percentiles;
+use pipeline::stats::Percentiles;
 
 /// Latency distributions.
 #[derive(Clone, Debug, Serialize)]

@@ -19,7 +19,7 @@ use pipeline::source::memory::MemoryLog;
 use pipeline::time::Millis;
 
 use crate::scenario::Scenario;
-use crate::stats::Histogram;
+use pipeline::stats::Histogram;
 use crate::wallclock::Stopwatch;
 
 /// What happened to one record that carried a fault label.

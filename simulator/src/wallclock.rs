@@ -21,3 +21,12 @@ impl Stopwatch {
         self.0.elapsed()
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch: the services backend paces its producer by the
+/// streaming job's replay clock, which is anchored on the epoch.
+#[allow(clippy::disallowed_methods)] // Pacing a real producer needs the real clock.
+pub fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -48,6 +48,29 @@ impl MemoryStore {
         }
     }
 
+    /// A store holding what was read back from a real database: its rows, dead letters, late
+    /// records and archive row counts.
+    pub fn loaded(
+        flavour: Flavour,
+        rows: impl IntoIterator<Item = Row>,
+        dead_letters: Vec<DeadLetter>,
+        late: Vec<LateRecord>,
+        archived: BTreeMap<Topic, u64>,
+    ) -> Self {
+        let mut store = MemoryStore::new(flavour);
+        for row in rows {
+            store
+                .collections
+                .entry(row.query())
+                .or_default()
+                .insert(row.id.clone(), row);
+        }
+        store.dead_letters = dead_letters;
+        store.late = late;
+        store.archived = archived;
+        store
+    }
+
     /// Applies a batch synchronously (what [`Sink::write`] does).
     pub fn apply(&mut self, batch: &Output) {
         self.batches += 1;

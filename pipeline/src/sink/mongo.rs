@@ -24,7 +24,7 @@ use mongodb::bson::{self, Bson, DateTime, Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
 
-use crate::engine::{Output, Query, Row};
+use crate::engine::{DeadLetter, LateRecord, Output, Query, Row};
 use crate::time::{format_rfc3339, parse};
 
 use super::{Sink, SinkError, dead_letter_id, key_fields, last_rows, late_id, time_field};
@@ -163,6 +163,35 @@ impl MongoSink {
             .collect()
     }
 
+    /// Every dead letter stored, in id (topic, partition, offset) order.
+    pub async fn read_dead_letters(&self) -> Result<Vec<DeadLetter>, SinkError> {
+        self.read_all(DEAD_LETTERS).await
+    }
+
+    /// Every late record stored, in id order.
+    pub async fn read_late(&self) -> Result<Vec<LateRecord>, SinkError> {
+        self.read_all(LATE_RECORDS).await
+    }
+
+    async fn read_all<T: serde::de::DeserializeOwned>(
+        &self,
+        collection: &str,
+    ) -> Result<Vec<T>, SinkError> {
+        let docs: Vec<Document> = self
+            .db
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(|e| backend(format!("cannot read {collection}: {e}")))?
+            .try_collect()
+            .await
+            .map_err(|e| backend(format!("cannot read {collection}: {e}")))?;
+        docs.into_iter()
+            .map(|d| from_document(d).map_err(|e| backend(format!("{collection}: {e}"))))
+            .collect()
+    }
+
     /// The number of documents in a collection.
     pub async fn count(&self, collection: &str) -> Result<u64, SinkError> {
         self.db
@@ -199,6 +228,12 @@ pub fn row_to_document(row: &Row) -> Result<Document, String> {
 
 /// A stored row back as the engine's row: the inverse of [`row_to_document`].
 pub fn document_to_row(d: Document) -> Result<Row, String> {
+    from_document(d)
+}
+
+/// A stored document back as the value it was made from: `_id` becomes `id`, BSON datetimes
+/// RFC 3339 text.
+fn from_document<T: serde::de::DeserializeOwned>(d: Document) -> Result<T, String> {
     let mut map = serde_json::Map::new();
     for (k, v) in d {
         let key = if k == "_id" { "id".to_owned() } else { k };
@@ -216,8 +251,12 @@ pub fn document_to_row(d: Document) -> Result<Row, String> {
         };
         map.insert(key, value);
     }
-    serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| format!("stored document is not a row: {e}"))
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+        format!(
+            "stored document is not a {}: {e}",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 impl Sink for MongoSink {
@@ -312,5 +351,42 @@ mod tests {
             let back = document_to_row(d).unwrap();
             assert_eq!(back.to_json(), row.to_json());
         }
+    }
+
+    // Proves dead letters and late records come back from their documents as they went in, so
+    // a read-back can be matched to source positions.
+    #[test]
+    fn dead_letters_and_late_round_trip() {
+        use crate::engine::{DeadLetterReason, SourcePosition};
+        use crate::model::Topic;
+        let position = SourcePosition {
+            partition: 2,
+            offset: 41,
+        };
+        let dead = DeadLetter {
+            topic: Topic::Traffic,
+            key: "TS-001".into(),
+            position,
+            kafka_timestamp: 1_795_507_205_250,
+            reason: DeadLetterReason::MalformedJson,
+            detail: "expected value at line 1".into(),
+            raw: Some("{\"sensor_id\":".into()),
+            raw_hex: None,
+        };
+        let late = LateRecord {
+            query: Query::TrafficAggregations,
+            topic: Topic::Traffic,
+            key: "TS-003".into(),
+            position,
+            event_time: 1_795_507_200_000,
+            window_end: 1_795_507_500_000,
+            watermark: 1_795_507_800_000,
+            reason: "window final".into(),
+        };
+        let d = to_document(&dead, dead_letter_id(&dead)).unwrap();
+        assert!(matches!(d.get("kafka_timestamp"), Some(Bson::DateTime(_))));
+        assert_eq!(from_document::<DeadLetter>(d).unwrap(), dead);
+        let d = to_document(&late, late_id(&late)).unwrap();
+        assert_eq!(from_document::<LateRecord>(d).unwrap(), late);
     }
 }

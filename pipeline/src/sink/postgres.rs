@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::engine::{Output, Query, Row};
+use crate::engine::{DeadLetter, LateRecord, Output, Query, Row};
 use crate::model::{Message, Topic};
 use crate::time::{format_rfc3339, parse};
 
@@ -681,30 +681,60 @@ impl PostgresSink {
 
     /// Every row stored for `query`, in id order, read back as the engine's rows.
     pub async fn read_rows(&self, query: Query) -> Result<Vec<Row>, SinkError> {
-        let t = query_table_of(query);
+        self.read_table(&query_table_of(query), Some(query)).await
+    }
+
+    /// Every dead letter stored, in id (topic, partition, offset) order.
+    pub async fn read_dead_letters(&self) -> Result<Vec<DeadLetter>, SinkError> {
+        self.read_table(&DEAD_LETTERS, None).await
+    }
+
+    /// Every late record stored, in id order.
+    pub async fn read_late(&self) -> Result<Vec<LateRecord>, SinkError> {
+        self.read_table(&LATE_RECORDS, None).await
+    }
+
+    /// Reads a table back into the values its rows were made from (the inverse of the column
+    /// extraction); a query table's rows get their `query` tag back.
+    async fn read_table<T: serde::de::DeserializeOwned>(
+        &self,
+        t: &Table,
+        query: Option<Query>,
+    ) -> Result<Vec<T>, SinkError> {
         let rows = self
             .client
-            .query(&select_sql(&t), &[])
+            .query(&select_sql(t), &[])
             .await
             .map_err(|e| backend(format!("cannot read {}: {e}", t.name)))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let mut map = serde_json::Map::new();
-            map.insert("query".into(), Value::String(query.name().to_owned()));
+            if let Some(q) = query {
+                map.insert("query".into(), Value::String(q.name().to_owned()));
+            }
             for (i, col) in t.columns.iter().enumerate() {
                 let v = match col.kind {
-                    Text => Value::String(r.get::<_, String>(i)),
-                    Float => serde_json::Number::from_f64(r.get::<_, f64>(i))
+                    Text => r.get::<_, Option<String>>(i).map_or(Value::Null, Value::String),
+                    Float => r
+                        .get::<_, Option<f64>>(i)
+                        .and_then(serde_json::Number::from_f64)
                         .map_or(Value::Null, Value::Number),
-                    Int => Value::from(r.get::<_, i64>(i)),
-                    Time => Value::String(format_rfc3339(r.get::<_, i64>(i))),
-                    Bool => Value::Bool(r.get::<_, bool>(i)),
+                    Int => r.get::<_, Option<i64>>(i).map_or(Value::Null, Value::from),
+                    Time => r
+                        .get::<_, Option<i64>>(i)
+                        .map_or(Value::Null, |ms| Value::String(format_rfc3339(ms))),
+                    Bool => r.get::<_, Option<bool>>(i).map_or(Value::Null, Value::Bool),
                 };
                 map.insert(col.pointer.trim_start_matches('/').to_owned(), v);
             }
-            let row: Row = serde_json::from_value(Value::Object(map))
-                .map_err(|e| backend(format!("a row of {} is not a {query} row: {e}", t.name)))?;
-            out.push(row);
+            let value = serde_json::from_value(Value::Object(map)).map_err(|e| {
+                backend(format!(
+                    "a row of {} is not a {}: {e}",
+                    t.name,
+                    std::any::type_name::<T>()
+                ))
+            })?;
+            out.push(value);
         }
         Ok(out)
     }

@@ -39,7 +39,7 @@ use crate::source::{Source, SourceError};
 use crate::time::Millis;
 
 use checkpoint::{Checkpoint, CheckpointError};
-use metrics::{Metrics, MetricsReport};
+use metrics::Metrics;
 
 /// The wall clock: the one place the job reads the time.
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,6 +58,44 @@ impl WallClock {
     #[allow(clippy::disallowed_methods)] // Latency is measured in wall time, in the shell only.
     pub fn instant(self) -> Instant {
         Instant::now()
+    }
+}
+
+/// A replay of simulated time (the simulator's services backend): records carry a scenario's
+/// simulated times as their Kafka timestamps and are produced `speed` times faster than real
+/// time from `sim_origin_ms` on. The job fixes the wall-clock origin when it has started (see
+/// [`run_with`]) and from then on its processing time — what [`Engine::tick`] is given — is the
+/// replayed simulated time, as in the simulator's memory backend; a record's produce time for
+/// the alert latency is the wall instant it was due.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Replay {
+    /// The first simulated instant, ms since the epoch.
+    pub sim_origin_ms: Millis,
+    /// Simulated milliseconds per wall millisecond (> 0).
+    pub speed: f64,
+}
+
+/// A replay's clock: the simulated instant `sim_origin_ms` falls on the wall-clock instant
+/// `wall_origin_ms`, and simulated time runs `speed` times faster.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplayClock {
+    /// A simulated instant, ms since the epoch.
+    pub sim_origin_ms: Millis,
+    /// The wall-clock instant it is replayed at, ms since the epoch.
+    pub wall_origin_ms: Millis,
+    /// Simulated milliseconds per wall millisecond (> 0).
+    pub speed: f64,
+}
+
+impl ReplayClock {
+    /// The simulated instant replayed at wall instant `wall_ms`.
+    pub fn sim_ms(&self, wall_ms: Millis) -> Millis {
+        self.sim_origin_ms + ((wall_ms - self.wall_origin_ms) as f64 * self.speed) as Millis
+    }
+
+    /// The wall instant simulated instant `sim_ms` is replayed at.
+    pub fn wall_ms(&self, sim_ms: Millis) -> Millis {
+        self.wall_origin_ms + ((sim_ms - self.sim_origin_ms) as f64 / self.speed) as Millis
     }
 }
 
@@ -86,6 +124,11 @@ pub struct StreamingConfig {
     pub max_records: Option<u64>,
     /// End of input: after this long without a record, flush every window final and exit.
     pub idle_exit_ms: Option<u64>,
+    /// End of input: once this many records were consumed, flush every window final and exit
+    /// (a replay knows how many records it produced).
+    pub end_after_records: Option<u64>,
+    /// Replaying simulated time (the simulator's services backend); `None` in production.
+    pub replay: Option<Replay>,
     /// Attempts to reach each service at start.
     pub ready_attempts: u32,
     /// Pause between attempts, milliseconds.
@@ -129,6 +172,8 @@ impl StreamingConfig {
             tick_interval_ms: 50,
             max_records: None,
             idle_exit_ms: None,
+            end_after_records: None,
+            replay: None,
             ready_attempts: 30,
             ready_interval_ms: 1000,
             ready_timeout_ms: 1000,
@@ -192,6 +237,8 @@ pub enum StopReason {
     MaxRecords,
     /// No record for `idle_exit_ms`: every window flushed final, then checkpointed.
     Idle,
+    /// `end_after_records` consumed: every window flushed final, then checkpointed.
+    EndOfInput,
 }
 
 /// What a run did.
@@ -218,7 +265,7 @@ pub struct RunReport {
     /// The engine's counters at the end.
     pub counters: Counters,
     /// Latency figures of the whole run.
-    pub metrics: MetricsReport,
+    pub metrics: Metrics,
 }
 
 /// `scheme://user:password@host:port/db?options` -> `host:port/db`: what may be printed.
@@ -339,10 +386,21 @@ struct Pending {
 }
 
 /// Runs the streaming job until `shutdown` resolves, `max_records` are consumed, or the input
-/// stays idle for `idle_exit_ms`.
+/// ends (`idle_exit_ms`, `end_after_records`).
 pub async fn run(
     config: StreamingConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, StreamingError> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `started` once every service answered, the sinks are ready and the
+/// partitions are assigned, with the replay's clock when the configuration asks for a replay:
+/// a replaying producer paces itself by that clock.
+pub async fn run_with(
+    config: StreamingConfig,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(Option<ReplayClock>),
 ) -> Result<RunReport, StreamingError> {
     let clock = WallClock;
     let kafka_address = config.kafka.bootstrap_servers.clone();
@@ -414,6 +472,12 @@ pub async fn run(
         .count();
     println!("Started {windowed} streaming queries (+ parking per zone)");
     let _ = std::io::stdout().flush();
+    let replay = config.replay.map(|r| ReplayClock {
+        sim_origin_ms: r.sim_origin_ms,
+        wall_origin_ms: clock.now_ms(),
+        speed: r.speed,
+    });
+    started(replay);
 
     let started = clock.instant();
     let mut report = RunReport {
@@ -427,7 +491,7 @@ pub async fn run(
         restored: was_restored,
         elapsed_ms: 0,
         counters: Counters::default(),
-        metrics: MetricsReport::default(),
+        metrics: Metrics::default(),
     };
     let mut total = Metrics::default();
     let mut interval = Metrics::default();
@@ -451,7 +515,7 @@ pub async fn run(
             biased;
             () = &mut shutdown => break StopReason::Shutdown,
             _ = ticker.tick() => {
-                let now = clock.now_ms();
+                let now = replay.map_or_else(|| clock.now_ms(), |r| r.sim_ms(clock.now_ms()));
                 let before = pending.out.rows.len();
                 engine.tick(now, &mut pending.out);
                 let triggered = pending.out.rows.len() > before || pending.out.console_due;
@@ -463,7 +527,7 @@ pub async fn run(
                     s.elapsed() >= Duration::from_millis(config.flush_interval_ms)
                 });
                 if triggered || overdue {
-                    flush(&config, &engine, &mut sinks, &mut source, &mut pending, &positions,
+                    flush(&config, replay, &engine, &mut sinks, &mut source, &mut pending, &positions,
                           &mut dirty_positions, &mut report, &mut interval).await?;
                 }
                 if last_log.elapsed() >= Duration::from_millis(config.metrics_log_interval_ms) {
@@ -510,8 +574,11 @@ pub async fn run(
                 dirty_positions = true;
                 report.records += records.len() as u64;
                 pending.records += records.len();
+                if config.end_after_records.is_some_and(|n| report.records >= n) {
+                    break StopReason::EndOfInput;
+                }
                 if pending.records >= config.flush_max_records {
-                    flush(&config, &engine, &mut sinks, &mut source, &mut pending, &positions,
+                    flush(&config, replay, &engine, &mut sinks, &mut source, &mut pending, &positions,
                           &mut dirty_positions, &mut report, &mut interval).await?;
                 }
             }
@@ -522,7 +589,7 @@ pub async fn run(
         records = report.records,
         "Stopping the streaming job."
     );
-    if stop == StopReason::Idle {
+    if matches!(stop, StopReason::Idle | StopReason::EndOfInput) {
         let before = pending.out.rows.len();
         engine.flush(&mut pending.out);
         let now = clock.instant();
@@ -534,6 +601,7 @@ pub async fn run(
     dirty_positions |= pending.since.is_some();
     flush(
         &config,
+        replay,
         &engine,
         &mut sinks,
         &mut source,
@@ -548,7 +616,7 @@ pub async fn run(
     report.stop = stop;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.counters = engine.counters().clone();
-    report.metrics = total.report();
+    report.metrics = total.clone();
     log_summary("Streaming job stopped.", &total, &engine, &report);
     Ok(report)
 }
@@ -593,6 +661,7 @@ fn log_summary(message: &str, m: &Metrics, engine: &Engine, report: &RunReport) 
 #[allow(clippy::too_many_arguments)] // The loop's state, borrowed piecewise.
 async fn flush(
     config: &StreamingConfig,
+    replay: Option<ReplayClock>,
     engine: &Engine,
     sinks: &mut Sinks,
     source: &mut KafkaSource,
@@ -646,17 +715,18 @@ async fn flush(
     }
     let acked = clock.instant();
     let write_us = acked.duration_since(started).as_micros() as i64;
-    metrics.sink_write.record_us(write_us);
+    metrics.sink_write.record_signed_us(write_us);
     if pending.has_trigger {
-        metrics.trigger_write.record_us(write_us);
+        metrics.trigger_write.record_signed_us(write_us);
     }
-    for ts in &pending.alert_kafka_ts {
-        metrics.alert_latency.record_ms(mongo_done - ts);
+    for &ts in &pending.alert_kafka_ts {
+        let produced = replay.map_or(ts, |r| r.wall_ms(ts));
+        metrics.alert_latency.record_ms(mongo_done - produced);
     }
     for emitted in &pending.final_emitted {
         metrics
             .window_latency
-            .record_us(acked.duration_since(*emitted).as_micros() as i64);
+            .record_signed_us(acked.duration_since(*emitted).as_micros() as i64);
     }
     report.flushes += 1;
     report.rows += out.rows.len() as u64;

@@ -1,6 +1,7 @@
 //! A bounded latency histogram: log-linear buckets over microseconds (32 sub-buckets per power
 //! of two, so a reported percentile is within about 3 % of the true value), constant memory
-//! however many samples arrive.
+//! however many samples arrive. The simulator's modelled latencies and the streaming job's
+//! measured ones are both kept in it.
 
 use serde::Serialize;
 
@@ -49,6 +50,19 @@ fn upper(b: usize) -> u64 {
     low + (1u64 << (e - u64::from(SUB_BITS))) - 1
 }
 
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count == 0 {
+            return f.write_str("n=0");
+        }
+        write!(
+            f,
+            "n={} p50={:.1}ms p99={:.1}ms max={:.1}ms",
+            self.count, self.p50_ms, self.p99_ms, self.max_ms
+        )
+    }
+}
+
 /// Percentiles of a histogram, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Percentiles {
@@ -73,6 +87,26 @@ impl Histogram {
         self.total += 1;
         self.max_us = self.max_us.max(v);
         self.sum_us += u128::from(v);
+    }
+
+    /// Records a duration that may be negative (clock skew between machines): it counts as 0.
+    pub fn record_signed_us(&mut self, v: i64) {
+        self.record_us(v.max(0) as u64);
+    }
+
+    /// Records a duration in milliseconds (negative counts as 0).
+    pub fn record_ms(&mut self, ms: i64) {
+        self.record_signed_us(ms.saturating_mul(1000));
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max_us = self.max_us.max(other.max_us);
+        self.sum_us += other.sum_us;
     }
 
     /// Number of samples.
@@ -147,5 +181,11 @@ mod tests {
         assert!((p99 - 9900.0).abs() / 9900.0 < 0.04, "{p99}");
         assert_eq!(h.quantile_us(1.0), 10_000);
         assert_eq!(Histogram::default().percentiles().max_ms, 0.0);
+        let mut m = Histogram::default();
+        m.merge(&h);
+        m.record_signed_us(-5);
+        assert_eq!(m.count(), 10_001);
+        assert_eq!(m.quantile_us(0.0), 0);
+        assert_eq!(m.quantile_us(1.0), 10_000);
     }
 }
