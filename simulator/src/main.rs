@@ -95,6 +95,16 @@ fn run_one(file: &Path, options: &RunOptions) -> Result<Report> {
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    // The real backends run the streaming job in-process; its logs go to stderr at RUST_LOG's
+    // level (warnings by default).
+    #[cfg(feature = "services")]
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let Command::Run {
         path,
         seed,

@@ -679,6 +679,7 @@ async fn flush(
     let started = clock.instant();
     let out = &pending.out;
     let mongo_done;
+    let postgres_done;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -687,9 +688,13 @@ async fn flush(
             let r = timed(limit, "mongodb", out, sinks.mongo.write(out)).await;
             (r, clock.now_ms())
         };
-        let ((m, m_at_ms), p, d) = tokio::join!(
+        let postgres = async {
+            let r = timed(limit, "postgresql", out, sinks.postgres.write(out)).await;
+            (r, clock.now_ms())
+        };
+        let ((m, m_at_ms), (p, p_at_ms), d) = tokio::join!(
             mongo,
-            timed(limit, "postgresql", out, sinks.postgres.write(out)),
+            postgres,
             timed(
                 limit,
                 "kafka-dead-letters",
@@ -701,6 +706,7 @@ async fn flush(
         match result {
             Ok(m_at_ms) => {
                 mongo_done = m_at_ms;
+                postgres_done = p_at_ms;
                 break;
             }
             Err(e) if attempt < config.sink_attempts.max(1) => {
@@ -733,10 +739,13 @@ async fn flush(
     report.dead_letters += out.dead_letters.len() as u64;
     report.late += out.late.len() as u64;
     report.archive += out.archive.len() as u64;
+    let started_ms = clock.now_ms() - write_us / 1000;
     tracing::debug!(
         rows = out.rows.len(),
         archive = out.archive.len(),
         write_ms = write_us as f64 / 1000.0,
+        mongodb_ms = mongo_done - started_ms,
+        postgresql_ms = postgres_done - started_ms,
         "Wrote a batch."
     );
     pending.out.clear();
