@@ -15,14 +15,16 @@ fn scenario_path(name: &str) -> PathBuf {
 /// with the same digest.
 fn passes_twice(name: &str) -> Report {
     let path = scenario_path(name);
-    let first = simulator::run_file(&path, &simulator::RunOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let first = simulator::run_file(&path, &simulator::RunOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(
         first.passed,
         "{name} failed:\n{}\n{}",
         first.failures(),
         first.summary()
     );
-    let second = simulator::run_file(&path, &simulator::RunOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let second = simulator::run_file(&path, &simulator::RunOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(
         first.digest, second.digest,
         "{name} is not deterministic: seed {} gave two digests",
@@ -105,7 +107,13 @@ fn wrong_expectation_fails_with_a_clear_diff() {
     let text = std::fs::read_to_string(&path).unwrap()
         + "\n[[expect.performance]]\nmetric = \"offered_msg_per_min\"\neq = 800\n";
     let scenario = Scenario::parse(&text, &path).unwrap();
-    let report = simulator::run_scenario(&scenario, &path, &simulator::RunOptions::default(), &mut |_, _| {}).unwrap();
+    let report = simulator::run_scenario(
+        &scenario,
+        &path,
+        &simulator::RunOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert!(!report.passed);
     let failures = report.failures();
     assert!(
@@ -123,7 +131,21 @@ fn wrong_expectation_fails_with_a_clear_diff() {
 #[test]
 fn another_seed_changes_the_digest() {
     let path = scenario_path("incident_storm");
-    let a = simulator::run_file(&path, &simulator::RunOptions { seed: Some(1), ..Default::default() }).unwrap();
-    let b = simulator::run_file(&path, &simulator::RunOptions { seed: Some(2), ..Default::default() }).unwrap();
+    let a = simulator::run_file(
+        &path,
+        &simulator::RunOptions {
+            seed: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = simulator::run_file(
+        &path,
+        &simulator::RunOptions {
+            seed: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_ne!(a.digest, b.digest);
 }

@@ -249,7 +249,10 @@ fn streaming(args: StreamingArgs) -> Result<()> {
     let report = runtime.block_on(run(config, shutdown_signal()))?;
     eprintln!(
         "stopped ({:?}) after {} records, {} batches; {}",
-        report.stop, report.records, report.flushes, report.metrics.report()
+        report.stop,
+        report.records,
+        report.flushes,
+        report.metrics.report()
     );
     Ok(())
 }

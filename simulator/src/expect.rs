@@ -34,9 +34,17 @@ pub struct Throughput {
     pub offered_records_per_min: f64,
     /// Records processed per wall-clock minute of pipeline work.
     pub sustainable_records_per_min: f64,
-    /// Sustainable >= offered.
+    /// Memory backend: sustainable >= offered. Real backends: the job had consumed and written
+    /// everything at most [`KEEP_UP_SLACK_S`] after the last record was due.
     pub keeps_up: bool,
+    /// Real backends: seconds between the last record's due time and the end of the job's
+    /// final write (how far behind the paced input it finished).
+    pub finished_behind_s: Option<f64>,
 }
+
+/// Real backends: how long after the last record was due the job may finish and still count
+/// as keeping up (its final flush and checkpoint included).
+pub const KEEP_UP_SLACK_S: f64 = 5.0;
 
 /// Computes the throughput figures of a run.
 pub fn throughput(r: &RunResult) -> Throughput {
@@ -53,11 +61,15 @@ pub fn throughput(r: &RunResult) -> Throughput {
         f64::INFINITY
     };
     let offered_all = all as f64 / minutes;
+    let finished_behind_s = r
+        .replay_speed
+        .map(|speed| r.pipeline_wall.as_secs_f64() - r.duration_ms as f64 / 1000.0 / speed);
     Throughput {
         offered_msg_per_min: counted as f64 / minutes,
         offered_records_per_min: offered_all,
         sustainable_records_per_min: sustainable,
-        keeps_up: sustainable >= offered_all,
+        keeps_up: finished_behind_s.map_or(sustainable >= offered_all, |s| s <= KEEP_UP_SLACK_S),
+        finished_behind_s,
     }
 }
 

@@ -62,8 +62,8 @@ pub fn run_scenario(
     let backend = options.backend.unwrap_or(scenario.backend);
     let result = match backend {
         Backend::Memory => run::run_memory(scenario, seed, progress)?,
-        Backend::Services => real(scenario, seed, options, progress, None)?,
-        Backend::Containers => real(scenario, seed, options, progress, Some(()))?,
+        Backend::Services => real(scenario, seed, options, progress, false)?,
+        Backend::Containers => real(scenario, seed, options, progress, true)?,
     };
     let digest = result.documents.digest().hex();
     let verdicts = expect::evaluate(scenario, &result, &digest);
@@ -84,18 +84,31 @@ fn real(
     seed: u64,
     options: &RunOptions,
     progress: run::Progress<'_>,
-    containers: Option<()>,
+    containers: bool,
 ) -> Result<run::RunResult, SimError> {
     let services_options = services::ServicesOptions {
         speed: options.speed.unwrap_or(services::DEFAULT_SPEED),
         keep: options.keep,
         ..services::ServicesOptions::default()
     };
-    let addresses = match containers {
-        None => services::Addresses::from_env(),
-        Some(()) => return Err(SimError::Backend(no_docker())),
-    };
-    services::run_services(scenario, seed, &addresses, &services_options, progress)
+    if !containers {
+        let addresses = services::Addresses::from_env();
+        return services::run_services(scenario, seed, &addresses, &services_options, progress);
+    }
+    #[cfg(feature = "containers")]
+    return containers::run(
+        scenario,
+        seed,
+        &services_options,
+        containers::DEFAULT_START_TIMEOUT,
+        progress,
+    );
+    #[cfg(not(feature = "containers"))]
+    Err(SimError::Backend(format!(
+        "{}; containers also need a Docker engine: without one, start the same services with \
+         `bash scripts/services.sh up` and use --backend services",
+        without("containers")
+    )))
 }
 
 #[cfg(not(feature = "services"))]
@@ -104,25 +117,21 @@ fn real(
     _: u64,
     _: &RunOptions,
     _: run::Progress<'_>,
-    containers: Option<()>,
+    containers: bool,
 ) -> Result<run::RunResult, SimError> {
-    let feature = if containers.is_some() {
+    Err(SimError::Backend(without(if containers {
         "containers"
     } else {
         "services"
-    };
-    Err(SimError::Backend(format!(
-        "this simulator was built without the `{feature}` feature, so it has no real backends: \
-         rebuild with `cargo build --release -p simulator --features {feature}`, or use \
-         --backend memory"
-    )))
+    })))
 }
 
-fn no_docker() -> String {
-    "no Docker engine here, so no containers: start the real services with \
-     `bash scripts/services.sh up` and `eval \"$(bash scripts/services.sh env)\"`, then use \
-     --backend services (or --backend memory)"
-        .into()
+#[cfg(not(feature = "containers"))]
+fn without(feature: &str) -> String {
+    format!(
+        "this simulator was built without the `{feature}` feature: rebuild with \
+         `cargo build --release -p simulator --features {feature}`, or use --backend memory"
+    )
 }
 
 /// Loads and runs a scenario file.

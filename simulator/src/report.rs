@@ -47,6 +47,8 @@ pub struct Report {
     pub seed: u64,
     /// Backend used.
     pub backend: Backend,
+    /// Real backends: simulated seconds replayed per wall second.
+    pub replay_speed: Option<f64>,
     /// First simulated instant.
     pub start: String,
     /// Simulated span, ms.
@@ -104,6 +106,7 @@ impl Report {
             description: scenario.description.clone(),
             seed: run.seed,
             backend,
+            replay_speed: run.replay_speed,
             start: scenario.start.clone(),
             duration_ms: run.duration_ms,
             offered: run.offered.clone(),
@@ -191,6 +194,13 @@ impl Report {
                 "FALLS BEHIND"
             }
         );
+        if let (Some(behind), Some(speed)) = (t.finished_behind_s, self.replay_speed) {
+            let _ = writeln!(
+                s,
+                "replayed at {speed}x: {:.0} records/s offered, everything written {behind:.1} s after the last record was due",
+                t.offered_records_per_min * speed / 60.0
+            );
+        }
         let _ = writeln!(
             s,
             "{:<22}{:>8}{:>10}{:>10}{:>10}{:>10}",

@@ -19,8 +19,8 @@ use pipeline::source::memory::MemoryLog;
 use pipeline::time::Millis;
 
 use crate::scenario::Scenario;
-use pipeline::stats::Histogram;
 use crate::wallclock::Stopwatch;
+use pipeline::stats::Histogram;
 
 /// What happened to one record that carried a fault label.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +56,11 @@ pub struct RunResult {
     pub window_latency: Histogram,
     /// One trigger's work to its last sink write.
     pub trigger_processing: Histogram,
-    /// Wall time of the pipeline's own work (log reads, engine, sink writes).
+    /// Wall time of the pipeline's own work (log reads, engine, sink writes); on a real backend
+    /// the streaming job's whole run, waits for paced input included.
     pub pipeline_wall: Duration,
+    /// Real backends: simulated seconds replayed per wall second; `None` on the memory backend.
+    pub replay_speed: Option<f64>,
     /// Wall time of the whole run, generation included.
     pub total_wall: Duration,
     /// Outcomes of the records that carried a fault label.
@@ -340,6 +343,7 @@ fn consume(
         window_latency,
         trigger_processing,
         pipeline_wall,
+        replay_speed: None,
         total_wall: total.elapsed(),
         faults,
     })

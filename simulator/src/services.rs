@@ -22,8 +22,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use generator::{FaultKind, Generator};
@@ -327,7 +327,10 @@ async fn create_topics(addresses: &Addresses, corner: &Corner) -> Result<(), Sim
     Ok(())
 }
 
-async fn sinks(addresses: &Addresses, corner: &Corner) -> Result<(MongoSink, PostgresSink), SimError> {
+async fn sinks(
+    addresses: &Addresses,
+    corner: &Corner,
+) -> Result<(MongoSink, PostgresSink), SimError> {
     let client = mongo::client(&addresses.mongodb_uri, Duration::from_secs(10))
         .await
         .map_err(failed)?;
@@ -496,6 +499,7 @@ pub fn run_services(
         window_latency: report.metrics.window_latency,
         trigger_processing: report.metrics.trigger_write,
         pipeline_wall: Duration::from_millis(report.elapsed_ms),
+        replay_speed: Some(options.speed),
         total_wall: total.elapsed(),
         faults,
     })

@@ -714,7 +714,9 @@ impl PostgresSink {
             }
             for (i, col) in t.columns.iter().enumerate() {
                 let v = match col.kind {
-                    Text => r.get::<_, Option<String>>(i).map_or(Value::Null, Value::String),
+                    Text => r
+                        .get::<_, Option<String>>(i)
+                        .map_or(Value::Null, Value::String),
                     Float => r
                         .get::<_, Option<f64>>(i)
                         .and_then(serde_json::Number::from_f64)

@@ -1,6 +1,8 @@
 //! The containers backend: without a Docker engine it fails fast and names the way out; with
 //! one it starts Kafka, MongoDB and PostgreSQL and every address answers.
-#![cfg(feature = "containers")]
+//!
+//! Runs with `--features services` (which builds the simulator's `containers` backend).
+#![cfg(feature = "services")]
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -89,6 +91,35 @@ fn start_fails_fast_without_docker_or_serves_every_address() {
                 addresses.postgres_url
             );
         }
+    }
+}
+
+// Proves `simulator run --backend containers` without a Docker engine stops at once with an
+// error that says to use the services backend, instead of hanging on a missing engine.
+#[test]
+fn containers_backend_without_docker_says_use_services() {
+    if containers::docker_available().is_ok() {
+        eprintln!("a Docker engine is present: the failure path does not apply");
+        return;
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/thesis_baseline.toml");
+    let options = simulator::RunOptions {
+        backend: Some(simulator::Backend::Containers),
+        ..Default::default()
+    };
+    match simulator::run_file(&path, &options) {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("no Docker engine") && e.contains("--backend services"),
+                "{e}"
+            );
+        }
+        Ok(r) => panic!(
+            "the containers backend ran without a Docker engine: {}",
+            r.summary()
+        ),
     }
 }
 
