@@ -45,7 +45,7 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Overrides the scenario's backend.
     pub backend: Option<Backend>,
-    /// Real backends: simulated seconds per wall second (default 100).
+    /// Real backends: simulated seconds per wall second (default 50).
     pub speed: Option<f64>,
     /// Real backends: keep the run's topics, database, schema and checkpoint.
     pub keep: bool,

@@ -37,8 +37,8 @@ enum Command {
         /// images through a Docker engine; build with `--features containers`).
         #[arg(long, value_enum)]
         backend: Option<Backend>,
-        /// Real backends: simulated seconds replayed per wall second (default 100: an hour of
-        /// the city in 36 s).
+        /// Real backends: simulated seconds replayed per wall second (default 50: an hour of
+        /// the city in 72 s).
         #[arg(long)]
         speed: Option<f64>,
         /// Real backends: keep the run's topics, MongoDB database, PostgreSQL schema and
