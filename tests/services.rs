@@ -547,10 +547,12 @@ fn thesis_baseline_on_services_matches_memory() {
 }
 
 // Proves the same for the four hours of rush_hour: the peak's falling mobility index, late
-// buses and overcrowding alerts come out of the real path as out of the memory backend.
+// buses and overcrowding alerts come out of the real path as out of the memory backend, with
+// alert latency p99 under 2 s. At 25x: at 50x FerretDB's trigger writes (~0.7 s each, every
+// 1.2 s of wall time) put the p99 right at 2 s on this 2-core machine (1.5 s and 2.1 s measured).
 #[test]
 fn rush_hour_on_services_matches_memory() {
-    passes_and_matches_memory("rush_hour", 50.0);
+    passes_and_matches_memory("rush_hour", 25.0);
 }
 
 // Proves faults survive the real path: every malformed, out-of-range, missing-field, duplicate

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,13 +195,30 @@ struct Sent {
     faults: Vec<(Topic, i64, FaultKind)>,
 }
 
+/// Progress shared between the producer thread and the replay: how far it got, and whether it
+/// must stop (the replay ended, whichever way).
+#[derive(Debug, Default)]
+struct Shared {
+    done_sim_ms: AtomicI64,
+    stop: AtomicBool,
+}
+
+/// Sets `stop` when the replay ends, so no producer outlives it.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Produces every record of `generator` on the replay clock.
 fn produce(
     generator: &Generator,
     addresses: &Addresses,
     corner: &Corner,
     clock: ReplayClock,
-    done_sim_ms: &AtomicI64,
+    shared: &Shared,
 ) -> Result<Sent, SimError> {
     let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", &addresses.kafka)
@@ -218,6 +235,9 @@ fn produce(
     let mut offered: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut value = Vec::with_capacity(512);
     for record in generator.records() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(failed("the producer stopped: the replay ended first"));
+        }
         let due = clock.wall_ms(record.produce_time_ms);
         let ahead = due - epoch_ms();
         if ahead > 0 {
@@ -251,7 +271,9 @@ fn produce(
             }
         }
         *offered.entry(record.topic).or_default() += 1;
-        done_sim_ms.store(record.produce_time_ms, Ordering::Relaxed);
+        shared
+            .done_sim_ms
+            .store(record.produce_time_ms, Ordering::Relaxed);
     }
     producer
         .flush(Duration::from_secs(60))
@@ -543,19 +565,23 @@ async fn replay(
         }
     };
     let clock = clock.ok_or_else(|| failed("the streaming job gave no replay clock"))?;
-    let done = Arc::new(AtomicI64::new(start));
+    let shared = Arc::new(Shared {
+        done_sim_ms: AtomicI64::new(start),
+        stop: AtomicBool::new(false),
+    });
+    let _stop_producer = StopOnDrop(Arc::clone(&shared));
     let (sent_tx, mut sent_rx) = tokio::sync::oneshot::channel();
     {
-        let (config, addresses, corner, done) = (
+        let (config, addresses, corner, shared) = (
             scenario.generator.clone(),
             addresses.clone(),
             corner.clone(),
-            Arc::clone(&done),
+            Arc::clone(&shared),
         );
         std::thread::spawn(move || {
             let sent = Generator::new(&config, seed)
                 .map_err(failed)
-                .and_then(|g| produce(&g, &addresses, &corner, clock, &done));
+                .and_then(|g| produce(&g, &addresses, &corner, clock, &shared));
             let _ = sent_tx.send(sent);
         });
     }
@@ -579,7 +605,8 @@ async fn replay(
                 Err(_) => return Err(failed("the producer thread panicked")),
             },
             _ = every.tick() => {
-                progress((done.load(Ordering::Relaxed) - start).clamp(0, end - start), end - start);
+                let done = shared.done_sim_ms.load(Ordering::Relaxed);
+                progress((done - start).clamp(0, end - start), end - start);
                 if watch.elapsed() > limit
                     && let Some(tx) = stop_tx.take()
                 {
@@ -589,12 +616,6 @@ async fn replay(
         }
     };
     let report = result.map_err(failed)?;
-    let sent = match sent {
-        Some(s) => s,
-        None => sent_rx
-            .await
-            .map_err(|_| failed("the producer thread panicked"))??,
-    };
     if report.stop != StopReason::EndOfInput {
         return Err(failed(format!(
             "the streaming job consumed {} of {records} records within {:.0} s ({:?}); \
@@ -605,6 +626,13 @@ async fn replay(
             options.speed
         )));
     }
+    // Every record was consumed, so every record was produced: the producer is done or flushing.
+    let sent = match sent {
+        Some(s) => s,
+        None => sent_rx
+            .await
+            .map_err(|_| failed("the producer thread panicked"))??,
+    };
     progress(end - start, end - start);
     Ok((report, sent))
 }

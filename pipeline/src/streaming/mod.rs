@@ -122,7 +122,8 @@ pub struct StreamingConfig {
     pub tick_interval_ms: u64,
     /// Stop (checkpointed, windows left open) after consuming this many records.
     pub max_records: Option<u64>,
-    /// End of input: after this long without a record, flush every window final and exit.
+    /// End of input: after this long without a record (not counting the time spent writing
+    /// the last records), flush every window final and exit.
     pub idle_exit_ms: Option<u64>,
     /// End of input: once this many records were consumed, flush every window final and exit
     /// (a replay knows how many records it produced).
@@ -527,8 +528,13 @@ pub async fn run_with(
                     s.elapsed() >= Duration::from_millis(config.flush_interval_ms)
                 });
                 if triggered || overdue {
+                    let had_records = pending.records > 0;
                     flush(&config, replay, &engine, &mut sinks, &mut source, &mut pending, &positions,
                           &mut dirty_positions, &mut report, &mut interval).await?;
+                    if had_records {
+                        // Time spent writing records is not idle time: give the input a poll first.
+                        last_record = clock.instant();
+                    }
                 }
                 if last_log.elapsed() >= Duration::from_millis(config.metrics_log_interval_ms) {
                     log_summary("Streaming latency over the last interval.", &interval, &engine, &report);
@@ -580,6 +586,7 @@ pub async fn run_with(
                 if pending.records >= config.flush_max_records {
                     flush(&config, replay, &engine, &mut sinks, &mut source, &mut pending, &positions,
                           &mut dirty_positions, &mut report, &mut interval).await?;
+                    last_record = clock.instant();
                 }
             }
         }
