@@ -5,6 +5,10 @@
 //! - [`time`]: event timestamps — RFC 3339 written in UTC, RFC 3339 with any offset or naive ISO
 //!   strings (read in a configured zone) accepted.
 //!
+//! - [`driver`]: the sans-IO driver between source and sinks — per-partition read state and the
+//!   canonical merge, batching in lanes, write -> checkpoint -> commit, retries, backpressure.
+//! - [`batch`]: the batch job (SPEC §4): historical features from the PostgreSQL archive; the
+//!   forecast model is plain Rust, the job itself needs the `services` feature.
 //! - [`stats`]: the bounded latency histogram shared by the streaming job and the simulator.
 //! - [`sink`], [`source`]: the traits, in-memory backends, and (feature `services`) the
 //!   MongoDB, PostgreSQL, console and Kafka shells; [`streaming`](crate) runs them.
@@ -12,7 +16,9 @@
 //! The model is free of the Kafka/MongoDB/PostgreSQL clients: those live behind the `services`
 //! feature so the generator and the simulator's memory path never compile them.
 
+pub mod batch;
 pub mod digest;
+pub mod driver;
 pub mod engine;
 pub mod json;
 pub mod model;

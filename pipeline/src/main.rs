@@ -6,7 +6,9 @@
 //!   feature); its configuration comes from the environment like the original's, each variable
 //!   also a flag that overrides it. Without a subcommand the job type comes from
 //!   `PIPELINE_JOB_TYPE`.
-//! - `pipeline batch` (historical features) is not implemented yet.
+//! - `pipeline batch` (built with the `services` feature) computes the historical features of
+//!   SPEC §4 from the PostgreSQL archive into feature tables (`POSTGRES_URL`, `POSTGRES_SCHEMA`,
+//!   `--from`/`--to`); `PIPELINE_JOB_TYPE=batch` chooses it too.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -38,6 +40,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start; boxing would only add noise.
 enum Command {
     /// Replays the generator's JSONL through the engine offline, processing time following event
     /// time, then flushes every window final.
@@ -54,8 +57,39 @@ enum Command {
     },
     /// The streaming job: Kafka -> engine -> MongoDB, PostgreSQL and the console.
     Streaming(StreamingArgs),
-    /// The batch job: historical features from the PostgreSQL archive.
-    Batch,
+    /// The batch job: historical features from the PostgreSQL archive (SPEC §4).
+    Batch(BatchArgs),
+}
+
+/// Configuration of the batch job: environment variables, each overridden by its flag.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pipeline batch")]
+struct BatchArgs {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/smart_city",
+        hide_env_values = true
+    )]
+    postgres_url: String,
+    /// PostgreSQL schema of the archive and of the feature tables.
+    #[arg(long, env = "POSTGRES_SCHEMA", default_value = "public")]
+    postgres_schema: String,
+    /// First instant of the range, RFC 3339 (default: the archive's first reading).
+    #[arg(long, value_name = "RFC3339")]
+    from: Option<String>,
+    /// First instant after the range, RFC 3339 (default: just after the archive's last
+    /// reading).
+    #[arg(long, value_name = "RFC3339")]
+    to: Option<String>,
+    /// Step of the zone features, seconds.
+    #[arg(long, default_value_t = 300)]
+    zone_step_s: u32,
+    /// Attempts to reach PostgreSQL at start, one second apart; 0 (the default) waits until it
+    /// answers.
+    #[arg(long, env = "READY_ATTEMPTS", default_value_t = 0)]
+    ready_attempts: u32,
 }
 
 /// Configuration of the streaming job: environment variables, each overridden by its flag.
@@ -104,25 +138,73 @@ struct StreamingArgs {
     /// PostgreSQL schema of the tables.
     #[arg(long, env = "POSTGRES_SCHEMA", default_value = "public")]
     postgres_schema: String,
-    /// Flush sink batches once this many records were consumed since the last flush.
-    #[arg(long, default_value_t = 5000)]
-    flush_max_records: usize,
-    /// Flush sink batches at most this many milliseconds after work started pending.
-    #[arg(long, default_value_t = 200)]
-    flush_interval_ms: u64,
+    /// Driver configuration (TOML, keys of DriverConfig: batching, checkpoints, retries,
+    /// bounds); the flags below override it.
+    #[arg(long)]
+    driver_config: Option<PathBuf>,
+    /// Cut output into a batch once this many records were consumed since the last cut.
+    #[arg(long)]
+    flush_max_records: Option<usize>,
+    /// Cut archive copies, dead letters and late records into a batch at most this many
+    /// milliseconds after they started pending (alerts and final windows go at once).
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
+    /// A write not acknowledged within this many milliseconds is retried.
+    #[arg(long)]
+    write_timeout_ms: Option<u64>,
+    /// Unacknowledged output items past which every partition is paused.
+    #[arg(long)]
+    max_pending_items: Option<usize>,
+    /// Take a checkpoint at most this many milliseconds apart.
+    #[arg(long)]
+    checkpoint_interval_ms: Option<u64>,
     /// Stop after consuming this many records (state checkpointed, windows left open).
     #[arg(long)]
     max_records: Option<u64>,
-    /// Treat the input as finished after this many milliseconds without a record: flush every
-    /// window final, checkpoint, and exit.
+    /// Treat the input as finished after this many milliseconds without a record and with
+    /// nothing left to write: flush every window final, checkpoint, and exit.
     #[arg(long)]
     idle_exit_ms: Option<u64>,
-    /// Attempts to reach each service at start, one second apart.
-    #[arg(long, default_value_t = 30)]
+    /// Attempts to reach each service at start, one second apart; 0 (the default) waits until
+    /// it answers.
+    #[arg(long, env = "READY_ATTEMPTS", default_value_t = 0)]
     ready_attempts: u32,
     /// Do not print the console table every 30 s.
     #[arg(long)]
     no_console: bool,
+}
+
+/// The driver configuration: the file's, then the flags'.
+#[cfg(feature = "services")]
+fn driver_config(args: &StreamingArgs) -> Result<pipeline::driver::DriverConfig> {
+    let mut c: pipeline::driver::DriverConfig = match &args.driver_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?
+        }
+        None => pipeline::driver::DriverConfig::default(),
+    };
+    if let Some(v) = args.flush_max_records {
+        c.flush_max_records = v;
+    }
+    if let Some(v) = args.flush_interval_ms {
+        c.flush_interval_ms = v;
+    }
+    if let Some(v) = args.write_timeout_ms {
+        c.write_timeout_ms = v;
+    }
+    if let Some(v) = args.max_pending_items {
+        c.max_pending_items = v;
+    }
+    if let Some(v) = args.checkpoint_interval_ms {
+        c.checkpoint_interval_ms = v;
+    }
+    if args.idle_exit_ms.is_some() {
+        c.idle_exit_ms = args.idle_exit_ms;
+    }
+    c.validate()?;
+    Ok(c)
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<EngineConfig> {
@@ -214,10 +296,9 @@ fn replay(input: PathBuf, output: PathBuf, config: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
+/// Logs to stderr, at `RUST_LOG`'s levels or `info`.
 #[cfg(feature = "services")]
-fn streaming(args: StreamingArgs) -> Result<()> {
-    use pipeline::streaming::{StreamingConfig, run, shutdown_signal};
-
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -225,21 +306,26 @@ fn streaming(args: StreamingArgs) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(feature = "services")]
+fn streaming(args: StreamingArgs) -> Result<()> {
+    use pipeline::streaming::{StreamingConfig, run, shutdown_signal};
+
+    init_logging();
     let mut config = StreamingConfig::new(
         &args.kafka_bootstrap_servers,
         &args.mongodb_uri,
         &args.postgres_url,
     );
     config.engine = load_config(args.engine_config.as_ref())?;
+    config.driver = driver_config(&args)?;
     config.checkpoint_dir = args.checkpoint_dir;
     config.kafka.group_id = args.group_id;
     config.kafka.topic_prefix = args.topic_prefix;
     config.mongo.database = args.mongodb_database;
     config.postgres.schema = args.postgres_schema;
-    config.flush_max_records = args.flush_max_records;
-    config.flush_interval_ms = args.flush_interval_ms;
     config.max_records = args.max_records;
-    config.idle_exit_ms = args.idle_exit_ms;
     config.ready_attempts = args.ready_attempts;
     config.console = !args.no_console;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -265,6 +351,84 @@ fn streaming(_args: StreamingArgs) -> Result<()> {
     )
 }
 
+#[cfg(feature = "services")]
+fn batch(args: BatchArgs) -> Result<()> {
+    use pipeline::batch::{BatchConfig, BatchError, run};
+    use pipeline::time::format_rfc3339;
+
+    init_logging();
+    let instant = |flag: &str, text: &Option<String>| -> Result<Option<i64>> {
+        text.as_deref()
+            .map(|t| {
+                pipeline::time::parse(t)
+                    .ok()
+                    .and_then(|ts| ts.utc_millis())
+                    .with_context(|| {
+                        format!("--{flag} `{t}` is not an RFC 3339 instant (2026-11-24T00:00:00Z)")
+                    })
+            })
+            .transpose()
+    };
+    let mut config = BatchConfig::new(&args.postgres_url, &args.postgres_schema);
+    config.from_ms = instant("from", &args.from)?;
+    config.to_ms = instant("to", &args.to)?;
+    config.zone_step_ms = i64::from(args.zone_step_s) * 1000;
+    config.ready_attempts = args.ready_attempts;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = match runtime.block_on(run(&config)) {
+        Ok(report) => report,
+        // Nothing to compute is an answer, not a failure of the program: the message alone,
+        // without the error chain or a backtrace, and exit status 2.
+        Err(e @ (BatchError::EmptyArchive { .. } | BatchError::NoDataInRange { .. })) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "Computed historical features of {} traffic readings in [{}, {}) in {:.1} s:",
+        report.traffic_readings,
+        format_rfc3339(report.from_ms),
+        format_rfc3339(report.to_ms),
+        report.elapsed_ms as f64 / 1000.0
+    );
+    for s in &report.stages {
+        println!(
+            "  {:<24} {:>9} rows  {:>7.1} s",
+            s.stage,
+            s.rows,
+            s.elapsed_ms as f64 / 1000.0
+        );
+    }
+    let mae = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |m| format!("{m:.2}"));
+    println!("Speed forecast MAE (km/h) on the held-out last week, per zone:");
+    println!(
+        "  {:<10} {:>8} {:>18} {:>6}",
+        "zone", "seasonal", "naive (last week)", "hours"
+    );
+    for f in &report.forecasts {
+        println!(
+            "  {:<10} {:>8} {:>18} {:>6}",
+            f.zone_id,
+            mae(f.seasonal.mae_kmh),
+            mae(f.naive.mae_kmh),
+            f.seasonal.hours
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "services"))]
+fn batch(_args: BatchArgs) -> Result<()> {
+    bail!(
+        "this `pipeline` was built without the `services` feature; rebuild with \
+         `cargo build --release -p pipeline --features services` to run the batch job"
+    )
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let command = match cli.command {
@@ -272,7 +436,7 @@ fn main() -> Result<()> {
         None => match cli.job_type.as_str() {
             // The flags' values then come from the environment alone.
             "streaming" => Command::Streaming(StreamingArgs::parse_from(["pipeline streaming"])),
-            "batch" => Command::Batch,
+            "batch" => Command::Batch(BatchArgs::parse_from(["pipeline batch"])),
             other => bail!("PIPELINE_JOB_TYPE must be `streaming` or `batch`, not `{other}`"),
         },
     };
@@ -283,9 +447,6 @@ fn main() -> Result<()> {
             config,
         } => replay(input, output, config),
         Command::Streaming(args) => streaming(args),
-        Command::Batch => bail!(
-            "`pipeline batch` (historical features from the PostgreSQL archive, SPEC §4) is not \
-             implemented yet; run `pipeline streaming`"
-        ),
+        Command::Batch(args) => batch(args),
     }
 }

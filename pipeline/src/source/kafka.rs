@@ -11,7 +11,8 @@
 //! (first start, or a lost one) every partition resumes from the group's committed offset, or
 //! the earliest one.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -24,9 +25,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::driver::PartitionId;
 use crate::model::Topic;
 
 use super::{Source, SourceError, SourceRecord};
+
+/// A partition, the next offset the consumer hands over, and its end, each when known.
+pub type Progress = (PartitionId, Option<i64>, Option<i64>);
 
 const NAME: &str = "kafka";
 
@@ -125,9 +130,43 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), SourceError> {
 
 /// The Kafka consumer. See the module docs.
 pub struct KafkaSource {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     config: KafkaConfig,
     partitions: Vec<(Topic, i32)>,
+    /// Each partition's high watermark as last fetched (-1 until known), by index in
+    /// `partitions`.
+    ends: Arc<Vec<AtomicI64>>,
+    /// Tells the watermark thread to stop.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often the watermark thread asks the broker where each partition ends.
+const WATERMARK_PERIOD: Duration = Duration::from_millis(100);
+
+/// Keeps `ends` current: the broker's high watermark of every partition, asked every
+/// [`WATERMARK_PERIOD`]. A value is at most that old, so a partition looks caught up for at most
+/// that long after new records landed — far below any watermark delay. Failures (the broker
+/// away) leave the last values; the driver forgets them on the source's errors.
+fn watch_watermarks(
+    consumer: Arc<StreamConsumer>,
+    names: Vec<(String, i32)>,
+    ends: Arc<Vec<AtomicI64>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        for (i, (name, p)) in names.iter().enumerate() {
+            if let Ok((_, hi)) = consumer.fetch_watermarks(name, *p, Duration::from_secs(1)) {
+                ends[i].store(hi, Ordering::Relaxed);
+            }
+        }
+        std::thread::sleep(WATERMARK_PERIOD);
+    }
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -139,14 +178,21 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
+/// Where to start reading a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At this offset.
+    At(i64),
+    /// At the first offset the partition still holds.
+    Beginning,
+    /// At the group's committed offset, or the earliest.
+    Committed,
+}
+
 impl KafkaSource {
-    /// Connects, creates missing topics, and assigns every partition of the four topics where
-    /// the checkpoint's `positions` say (see the module docs); `None` when there is no
-    /// checkpoint.
-    pub async fn connect(
-        config: KafkaConfig,
-        positions: Option<&BTreeMap<(Topic, i32), i64>>,
-    ) -> Result<Self, SourceError> {
+    /// Connects and creates missing topics; returns the source with its partitions known but
+    /// nothing assigned yet (see [`KafkaSource::assign`]).
+    pub async fn connect(config: KafkaConfig) -> Result<Self, SourceError> {
         ensure_topics(&config).await?;
         let consumer: StreamConsumer = config
             .client_config()
@@ -156,40 +202,125 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             // Small fetch waits keep alert latency low at the thesis load.
             .set("fetch.wait.max.ms", "50")
+            // The driver holds what it reads ahead; librdkafka's own read-ahead stays small so
+            // memory stays bounded: its queue bound is per partition (default 64 MB), and one
+            // fetch may overshoot it by a partition's fetch size (default 1 MB), so 16
+            // partitions with the defaults could hold a gigabyte.
+            .set("queued.max.messages.kbytes", "1024")
+            .set("fetch.max.bytes", "4194304")
             .create()
             .map_err(|e| backend(format!("cannot create a consumer: {e}")))?;
-        let positions = positions.cloned();
-        let consumer = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
-            let partitions = partitions_of(&consumer, &config)?;
-            let mut tpl = TopicPartitionList::new();
-            for &(topic, p) in &partitions {
-                let offset = match positions.as_ref() {
-                    Some(known) => match known.get(&(topic, p)) {
-                        Some(last) => Offset::Offset(last + 1),
-                        None => Offset::Beginning,
-                    },
-                    None => Offset::Stored,
-                };
-                tpl.add_partition_offset(&config.topic_name(topic), p, offset)
-                    .map_err(|e| backend(format!("cannot place {topic}/{p}: {e}")))?;
-            }
-            consumer
-                .assign(&tpl)
-                .map_err(|e| backend(format!("cannot assign {partitions:?}: {e}")))?;
-            Ok(KafkaSource {
-                consumer,
-                config,
-                partitions,
-            })
-        });
-        consumer
+        let consumer = Arc::new(consumer);
+        let c = Arc::clone(&consumer);
+        let config2 = config.clone();
+        let partitions = tokio::task::spawn_blocking(move || partitions_of(&c, &config2))
+            .await
+            .map_err(|e| backend(format!("metadata task failed: {e}")))??;
+        let ends: Arc<Vec<AtomicI64>> =
+            Arc::new(partitions.iter().map(|_| AtomicI64::new(-1)).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let names = partitions
+            .iter()
+            .map(|(t, p)| (config.topic_name(*t), *p))
+            .collect();
+        let (c, e, st) = (Arc::clone(&consumer), Arc::clone(&ends), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("kafka-watermarks".into())
+            .spawn(move || watch_watermarks(c, names, e, st))
+            .map_err(|e| backend(format!("cannot start the watermark thread: {e}")))?;
+        Ok(KafkaSource {
+            consumer,
+            config,
+            partitions,
+            ends,
+            stop,
+        })
+    }
+
+    /// The partitions of the four topics.
+    pub fn partitions(&self) -> &[(Topic, i32)] {
+        &self.partitions
+    }
+
+    /// Assigns the partitions where told. A committed start is resolved to the group's
+    /// committed offset (or the partition's first offset) first, so every partition's next
+    /// offset is known from the start; returns it per partition.
+    pub async fn assign(
+        &mut self,
+        starts: &[((Topic, i32), Start)],
+    ) -> Result<Vec<((Topic, i32), i64)>, SourceError> {
+        let consumer = Arc::clone(&self.consumer);
+        let config = self.config.clone();
+        let starts = starts.to_vec();
+        tokio::task::spawn_blocking(move || assign_blocking(&consumer, &config, &starts))
             .await
             .map_err(|e| backend(format!("assignment task failed: {e}")))?
     }
 
-    /// The partitions assigned.
-    pub fn partitions(&self) -> &[(Topic, i32)] {
-        &self.partitions
+    /// Where each assigned partition stands, without a network round trip: the next offset the
+    /// consumer hands over, and the partition's end (its high watermark, at most
+    /// [`WATERMARK_PERIOD`] old), when known.
+    pub fn progress(&self) -> Vec<Progress> {
+        let positions = self.consumer.position().ok();
+        self.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, p))| {
+                let name = self.config.topic_name(t);
+                let next = positions
+                    .as_ref()
+                    .and_then(|tpl| tpl.find_partition(&name, p))
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|o| *o >= 0);
+                let end = Some(self.ends[i].load(Ordering::Relaxed)).filter(|hi| *hi >= 0);
+                ((t, p), next, end)
+            })
+            .collect()
+    }
+
+    /// Stops fetching these partitions (librdkafka drops what it read ahead of them and resumes
+    /// from the last record handed over).
+    pub fn pause(&self, partitions: &[(Topic, i32)]) -> Result<(), SourceError> {
+        let tpl = self.tpl(partitions);
+        self.consumer
+            .pause(&tpl)
+            .map_err(|e| backend(format!("cannot pause {partitions:?}: {e}")))
+    }
+
+    /// Fetches these partitions again.
+    pub fn resume(&self, partitions: &[(Topic, i32)]) -> Result<(), SourceError> {
+        let tpl = self.tpl(partitions);
+        self.consumer
+            .resume(&tpl)
+            .map_err(|e| backend(format!("cannot resume {partitions:?}: {e}")))
+    }
+
+    fn tpl(&self, partitions: &[(Topic, i32)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &(t, p) in partitions {
+            tpl.add_partition(&self.config.topic_name(t), p);
+        }
+        tpl
+    }
+
+    /// Commits positions (last offset processed per partition) without blocking the caller's
+    /// task: the commit is a synchronous round trip on a blocking thread.
+    pub fn commit_in_background(
+        &self,
+        positions: Vec<((Topic, i32), i64)>,
+    ) -> tokio::task::JoinHandle<Result<(), SourceError>> {
+        let consumer = Arc::clone(&self.consumer);
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for &((t, p), last) in &positions {
+                tpl.add_partition_offset(&config.topic_name(t), p, Offset::Offset(last + 1))
+                    .map_err(|e| backend(format!("cannot commit {t}/{p}@{last}: {e}")))?;
+            }
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| backend(format!("commit of {positions:?} failed: {e}")))
+        })
     }
 
     fn record(&self, m: &BorrowedMessage<'_>) -> Option<SourceRecord> {
@@ -203,6 +334,71 @@ impl KafkaSource {
             timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
         })
     }
+}
+
+/// The group's committed offsets. A group's coordinator may not be ready yet (a new group, a
+/// broker that just started: `NotCoordinator`, `CoordinatorLoadInProgress`): that is retried,
+/// saying so, for up to a minute.
+fn committed_with_retries(
+    consumer: &StreamConsumer,
+    tpl: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<TopicPartitionList, SourceError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match consumer.committed_offsets(tpl.clone(), timeout) {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt < 120 => {
+                tracing::info!(attempt, error = %e, "The consumer group's coordinator is not ready; asking again.");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(backend(format!("cannot read the committed offsets: {e}"))),
+        }
+    }
+}
+
+/// Resolves committed starts and assigns; see [`KafkaSource::assign`].
+fn assign_blocking(
+    consumer: &StreamConsumer,
+    config: &KafkaConfig,
+    starts: &[(PartitionId, Start)],
+) -> Result<Vec<(PartitionId, i64)>, SourceError> {
+    let timeout = Duration::from_secs(10);
+    let committed = if starts.iter().any(|(_, s)| *s == Start::Committed) {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), _) in starts {
+            tpl.add_partition(&config.topic_name(*t), *p);
+        }
+        Some(committed_with_retries(consumer, &tpl, timeout)?)
+    } else {
+        None
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut resolved = Vec::with_capacity(starts.len());
+    for &((t, p), start) in starts {
+        let name = config.topic_name(t);
+        let (low, _) = consumer
+            .fetch_watermarks(&name, p, timeout)
+            .map_err(|e| backend(format!("no watermarks of {name}/{p}: {e}")))?;
+        let offset = match start {
+            Start::At(o) => o.max(low),
+            Start::Beginning => low,
+            Start::Committed => committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&name, p))
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0)
+                .map_or(low, |o| o.max(low)),
+        };
+        tpl.add_partition_offset(&name, p, Offset::Offset(offset))
+            .map_err(|e| backend(format!("cannot place {t}/{p}: {e}")))?;
+        resolved.push(((t, p), offset));
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| backend(format!("cannot assign {starts:?}: {e}")))?;
+    Ok(resolved)
 }
 
 /// The partitions of the four topics, waiting (bounded) for freshly created topics to show up in

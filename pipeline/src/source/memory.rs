@@ -165,6 +165,86 @@ impl MemoryLog {
         (p, offset)
     }
 
+    /// Partitions per topic.
+    pub fn partitions_per_topic(&self) -> i32 {
+        self.partitions_per_topic
+    }
+
+    fn part(&self, topic: Topic, partition: i32) -> Option<&Partition> {
+        (0..self.partitions_per_topic)
+            .contains(&partition)
+            .then(|| &self.partitions[self.index(topic, partition)])
+    }
+
+    fn part_mut(&mut self, topic: Topic, partition: i32) -> Option<&mut Partition> {
+        if !(0..self.partitions_per_topic).contains(&partition) {
+            return None;
+        }
+        let i = self.index(topic, partition);
+        Some(&mut self.partitions[i])
+    }
+
+    /// The next offset a consumer reads from a partition.
+    pub fn position(&self, topic: Topic, partition: i32) -> i64 {
+        self.part(topic, partition).map_or(0, |p| p.position)
+    }
+
+    /// The offset a partition's next record will get.
+    pub fn end_offset(&self, topic: Topic, partition: i32) -> i64 {
+        self.part(topic, partition).map_or(0, Partition::end)
+    }
+
+    /// The first offset a partition still holds.
+    pub fn start_offset(&self, topic: Topic, partition: i32) -> i64 {
+        self.part(topic, partition).map_or(0, |p| p.base)
+    }
+
+    /// The record at `offset` of a partition, if the partition still holds it.
+    pub fn record(&self, topic: Topic, partition: i32, offset: i64) -> Option<RawRecord<'_>> {
+        let p = self.part(topic, partition)?;
+        let (key, value, ts) = p.get(offset)?;
+        Some(RawRecord {
+            topic,
+            key,
+            value,
+            kafka_timestamp_ms: ts,
+            position: SourcePosition { partition, offset },
+        })
+    }
+
+    /// Moves a partition's read position, as a consumer seeking does (kept within what the
+    /// partition holds).
+    pub fn seek(&mut self, topic: Topic, partition: i32, offset: i64) {
+        if let Some(p) = self.part_mut(topic, partition) {
+            p.position = offset.clamp(p.base, p.end());
+        }
+    }
+
+    /// Reads up to `max` records of one partition below offset `until` (what the consumer can
+    /// see) without copying them, handing each to `f`; returns how many.
+    pub fn consume_partition_below(
+        &mut self,
+        topic: Topic,
+        partition: i32,
+        max: usize,
+        until: i64,
+        mut f: impl FnMut(RawRecord<'_>),
+    ) -> usize {
+        let Some(p) = self.part_mut(topic, partition) else {
+            return 0;
+        };
+        let n = max.min(usize::try_from(until - p.position).unwrap_or(0));
+        p.consume(n, &mut f)
+    }
+
+    /// Drops a partition's records below `offset`: nothing will read them again.
+    pub fn truncate_below(&mut self, topic: Topic, partition: i32, offset: i64) {
+        if let Some(p) = self.part_mut(topic, partition) {
+            p.committed = p.committed.max(offset).min(p.position).min(p.end());
+            p.truncate();
+        }
+    }
+
     /// Records appended but not yet read.
     pub fn lag(&self) -> u64 {
         self.partitions

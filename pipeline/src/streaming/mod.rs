@@ -1,45 +1,47 @@
 //! The streaming job: Kafka -> engine -> MongoDB, PostgreSQL, the `dead-letters` topic and the
-//! console.
+//! console — the tokio shell of the driver ([`crate::driver`]).
 //!
-//! One `tokio::select!` loop ([`run`]) owns everything: bounded Kafka polls, a wall-clock ticker
-//! that feeds [`Engine::tick`] and decides when to flush, and shutdown. Exactly-once in effect:
+//! Everything between the source and the sinks is the driver's: the canonical merge of the
+//! partitions, batching into three lanes, the write -> checkpoint -> commit order, retries with
+//! backoff, backpressure, the end of input. This shell only carries its actions out — it polls
+//! Kafka and hands the records over with each partition's position and end, sends writes to
+//! one task per lane and sink ([`sinks`]), stores checkpoints in files ([`checkpoint`]), commits
+//! offsets, pauses and resumes partitions — and reports what came back, with the time. The
+//! simulator's memory backend carries out the same actions on its in-memory log and stores, so
+//! what runs here is what the simulation proves.
 //!
-//! 1. the engine's output since the last flush is written to every sink (MongoDB and PostgreSQL
-//!    concurrently, each write an idempotent upsert or insert-if-absent);
-//! 2. then the engine state and the consumed positions are checkpointed atomically;
-//! 3. then the Kafka offsets are committed.
+//! The job never exits because a service is slow or away: a sink write that fails or times out
+//! is retried by the driver for as long as it takes (one warning per sink per period), a Kafka
+//! error is reported and polling goes on, and unacknowledged output past its bound pauses every
+//! partition. Only a configuration error, a checkpoint with no valid predecessor, or a shutdown
+//! signal ends it (and, for tests and replays, the end of the input).
 //!
-//! Rows of windows still open live in the checkpointed engine state, so a crash after step 2
-//! loses nothing, and a crash before it re-processes records from the previous checkpoint, which
-//! only re-upserts rows with identical ids. A restart restores the checkpoint and seeks Kafka to
-//! its positions (the checkpoint, not the group's commit, is the authority).
-//!
-//! **Invariant:** [`WallClock`] is the only reader of the clock in the job; the engine gets
-//! processing time through `tick`.
+//! **Invariant:** [`WallClock`] is the only reader of the clock in the job; the driver and the
+//! engine get processing time as an argument.
 
 pub mod checkpoint;
 pub mod metrics;
+mod shell;
+pub mod sinks;
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::engine::{ConfigError, Counters, Engine, EngineConfig, Output, RawRecord, RestoreError};
-use crate::engine::{Query, SourcePosition};
-use crate::model::Topic;
-use crate::sink::console::ConsoleSink;
+use crate::driver::{CheckpointData, Driver, DriverConfig, DriverError, DriverStats, StartAt};
+use crate::engine::{ConfigError, Counters, EngineConfig, Query};
+use crate::sink::SinkError;
 use crate::sink::dead_letter_topic::DeadLetterTopic;
 use crate::sink::mongo::{self, MongoConfig, MongoSink};
-use crate::sink::postgres::{self, PostgresConfig, PostgresSink};
-use crate::sink::{Sink, SinkError};
-use crate::source::kafka::{self, KafkaConfig, KafkaSource};
-use crate::source::{Source, SourceError};
+use crate::sink::postgres::{self, PostgresConfig};
+use crate::source::SourceError;
+use crate::source::kafka::{self, KafkaConfig, KafkaSource, Start};
 use crate::time::Millis;
 
-use checkpoint::{Checkpoint, CheckpointError};
+pub use crate::driver::StopReason;
+use checkpoint::CheckpointError;
 use metrics::Metrics;
+use sinks::{LaneSink, LaneTasks};
 
 /// The wall clock: the one place the job reads the time.
 #[derive(Clone, Copy, Debug, Default)]
@@ -112,35 +114,25 @@ pub struct StreamingConfig {
     pub checkpoint_dir: PathBuf,
     /// Engine configuration, used when there is no checkpoint (a checkpoint carries its own).
     pub engine: EngineConfig,
+    /// Driver configuration: batching, checkpoints, retries, bounds, idle exit.
+    pub driver: DriverConfig,
     /// Most records taken from Kafka per poll.
     pub poll_max_records: usize,
-    /// Flush once this many records were consumed since the last flush.
-    pub flush_max_records: usize,
-    /// Flush at most this long after output or consumption started pending, milliseconds.
-    pub flush_interval_ms: u64,
-    /// Period of the wall-clock ticker, milliseconds.
+    /// Longest sleep between two looks at Kafka's positions and ends, milliseconds.
     pub tick_interval_ms: u64,
     /// Stop (checkpointed, windows left open) after consuming this many records.
     pub max_records: Option<u64>,
-    /// End of input: after this long without a record (not counting the time spent writing
-    /// the last records), flush every window final and exit.
-    pub idle_exit_ms: Option<u64>,
     /// End of input: once this many records were consumed, flush every window final and exit
     /// (a replay knows how many records it produced).
     pub end_after_records: Option<u64>,
     /// Replaying simulated time (the simulator's services backend); `None` in production.
     pub replay: Option<Replay>,
-    /// Attempts to reach each service at start.
+    /// Attempts to reach each service at start; 0: until it answers.
     pub ready_attempts: u32,
     /// Pause between attempts, milliseconds.
     pub ready_interval_ms: u64,
     /// Longest wait of one attempt, milliseconds.
     pub ready_timeout_ms: u64,
-    /// Attempts of one sink write before the job fails (writes are idempotent, so retrying is
-    /// safe).
-    pub sink_attempts: u32,
-    /// Longest wait for one batch to be acknowledged by every sink, milliseconds.
-    pub sink_timeout_ms: u64,
     /// Print the console table.
     pub console: bool,
     /// Period of the latency summary line, milliseconds.
@@ -167,19 +159,15 @@ impl StreamingConfig {
             },
             checkpoint_dir: PathBuf::from("checkpoint"),
             engine: EngineConfig::default(),
+            driver: DriverConfig::default(),
             poll_max_records: 2000,
-            flush_max_records: 5000,
-            flush_interval_ms: 200,
-            tick_interval_ms: 50,
+            tick_interval_ms: 100,
             max_records: None,
-            idle_exit_ms: None,
             end_after_records: None,
             replay: None,
-            ready_attempts: 30,
+            ready_attempts: 0,
             ready_interval_ms: 1000,
             ready_timeout_ms: 1000,
-            sink_attempts: 3,
-            sink_timeout_ms: 30_000,
             console: true,
             metrics_log_interval_ms: 60_000,
         }
@@ -210,36 +198,21 @@ pub enum StreamingError {
         /// The flag that overrides it.
         flag: &'static str,
     },
-    /// Reading Kafka failed.
+    /// Setting up Kafka failed (topics, metadata, assignment).
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// A sink write failed after its retries.
+    /// Setting up a sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// Reading or writing the checkpoint failed.
+    /// No valid checkpoint where one was written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// The checkpoint's engine state cannot be restored.
-    #[error(
-        "cannot restore the engine from the checkpoint: {0}; move the checkpoint away to start from scratch"
-    )]
-    Restore(#[from] RestoreError),
     /// The engine configuration is invalid.
     #[error("invalid engine configuration: {0}")]
     Config(#[from] ConfigError),
-}
-
-/// How the job ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// SIGINT/SIGTERM or the caller's shutdown future: state checkpointed, windows left open.
-    Shutdown,
-    /// `max_records` consumed: state checkpointed, windows left open.
-    MaxRecords,
-    /// No record for `idle_exit_ms`: every window flushed final, then checkpointed.
-    Idle,
-    /// `end_after_records` consumed: every window flushed final, then checkpointed.
-    EndOfInput,
+    /// The driver configuration is invalid.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
 }
 
 /// What a run did.
@@ -249,7 +222,7 @@ pub struct RunReport {
     pub stop: StopReason,
     /// Records consumed by this run.
     pub records: u64,
-    /// Sink batches written.
+    /// Writes sent (first attempts, over all lanes).
     pub flushes: u64,
     /// Result rows written (before per-batch de-duplication).
     pub rows: u64,
@@ -267,6 +240,10 @@ pub struct RunReport {
     pub counters: Counters,
     /// Latency figures of the whole run.
     pub metrics: Metrics,
+    /// The driver's counters.
+    pub driver: DriverStats,
+    /// Size of the last checkpoint stored, bytes.
+    pub checkpoint_bytes: usize,
 }
 
 /// `scheme://user:password@host:port/db?options` -> `host:port/db`: what may be printed.
@@ -334,10 +311,13 @@ where
 {
     let clock = WallClock;
     let started = clock.instant();
-    let attempts = config.ready_attempts.max(1);
+    let attempts = config.ready_attempts;
     let timeout = Duration::from_millis(config.ready_timeout_ms.max(1));
     let mut last_error = String::new();
-    for n in 1..=attempts {
+    let mut n: u32 = 0;
+    // `ready_attempts` 0: wait for as long as it takes, saying so at each attempt.
+    while attempts == 0 || n < attempts {
+        n += 1;
         match tokio::time::timeout(timeout, attempt()).await {
             Ok(Ok(v)) => {
                 println!("{service} is ready at {address}");
@@ -347,7 +327,7 @@ where
             Err(_) => last_error = format!("no answer within {} ms", timeout.as_millis()),
         }
         tracing::info!(service, address, attempt = n, attempts, error = %last_error, "Waiting for a service.");
-        if n < attempts {
+        if attempts == 0 || n < attempts {
             tokio::time::sleep(Duration::from_millis(config.ready_interval_ms)).await;
         }
     }
@@ -362,32 +342,8 @@ where
     })
 }
 
-/// The sinks of the job.
-struct Sinks {
-    mongo: MongoSink,
-    postgres: PostgresSink,
-    dead_letters: DeadLetterTopic,
-    console: Option<ConsoleSink>,
-}
-
-/// Output waiting to be written, with what the latency measures need.
-#[derive(Default)]
-struct Pending {
-    out: Output,
-    /// Kafka timestamps of the records whose alerts are in `out`.
-    alert_kafka_ts: Vec<Millis>,
-    /// When each final window row in `out` was emitted.
-    final_emitted: Vec<Instant>,
-    /// Whether `out` holds a trigger's rows.
-    has_trigger: bool,
-    /// Records consumed since the last flush.
-    records: usize,
-    /// When the oldest unflushed work started.
-    since: Option<Instant>,
-}
-
 /// Runs the streaming job until `shutdown` resolves, `max_records` are consumed, or the input
-/// ends (`idle_exit_ms`, `end_after_records`).
+/// ends (`idle_exit_ms` of the driver, `end_after_records`).
 pub async fn run(
     config: StreamingConfig,
     shutdown: impl Future<Output = ()>,
@@ -404,9 +360,87 @@ pub async fn run_with(
     started: impl FnOnce(Option<ReplayClock>),
 ) -> Result<RunReport, StreamingError> {
     let clock = WallClock;
+    let (pg_client, mongo_client) = wait_for_services(&config).await?;
+    let loaded = checkpoint::load(&config.checkpoint_dir)?;
+    let restored = loaded.is_some();
+    if let Some(l) = &loaded {
+        if let Some(why) = &l.newest_refused {
+            tracing::warn!(path = %l.path.display(), reason = %why, "The newest checkpoint is not usable; restoring the previous one.");
+        }
+        tracing::info!(
+            path = %l.path.display(),
+            id = l.data.id,
+            bytes = l.bytes,
+            partitions = l.data.positions.len(),
+            "Restored the engine from its checkpoint."
+        );
+    }
+    let wall_now = clock.now_ms();
+    // The driver's processing time: the wall clock, or in a replay the simulated time, which
+    // stands at the replay's origin until the replay clock starts below.
+    let now = config.replay.map_or(wall_now, |r| r.sim_origin_ms);
+    let mut driver_config = config.driver.clone();
+    if driver_config.jitter_seed == 0 {
+        // Retry jitter needs no reproducibility here, only spread between instances.
+        driver_config.jitter_seed = wall_now as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    let specs = sinks::SPECS.to_vec();
+    let mut driver = match loaded {
+        Some(l) => Driver::from_checkpoint(driver_config, l.data, specs, now)?,
+        None => Driver::new(driver_config, config.engine.clone(), specs, now)?,
+    };
+    // The schema is created and migrated once, before the lanes open their own connections.
+    postgres::PostgresSink::new(pg_client, &config.postgres.schema).await?;
+    let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (lanes, loops) = start_sinks(&config, &mongo_client, &results_tx).await?;
+    let mut source = KafkaSource::connect(config.kafka.clone()).await?;
+    let partitions = source.partitions().to_vec();
+    let starts = driver.handle_assigned(now, &partitions);
+    let resolved = source
+        .assign(
+            &starts
+                .iter()
+                .map(|(id, s)| {
+                    let start = match s {
+                        StartAt::After(o) => Start::At(o + 1),
+                        StartAt::Beginning => Start::Beginning,
+                        StartAt::Committed => Start::Committed,
+                    };
+                    (*id, start)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    for (id, next) in &resolved {
+        driver.handle_progress(now, *id, Some(*next), None);
+    }
+    tracing::info!(partitions = ?resolved, "Assigned the Kafka partitions.");
+    let windowed = Query::ALL
+        .iter()
+        .filter(|q| **q != Query::ParkingAggregations)
+        .count();
+    println!("Started {windowed} streaming queries (+ parking per zone)");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let replay = config.replay.map(|r| ReplayClock {
+        sim_origin_ms: r.sim_origin_ms,
+        wall_origin_ms: clock.now_ms(),
+        speed: r.speed,
+    });
+    started(replay);
+    let shell = shell::Shell::new(
+        config, driver, source, lanes, results_tx, results_rx, replay, restored,
+    );
+    let (report, _) = tokio::join!(shell.run(shutdown), futures_util::future::join_all(loops));
+    report
+}
+
+/// Waits for Kafka, PostgreSQL and MongoDB, in that order, saying so for each.
+async fn wait_for_services(
+    config: &StreamingConfig,
+) -> Result<(tokio_postgres::Client, ::mongodb::Client), StreamingError> {
     let kafka_address = config.kafka.bootstrap_servers.clone();
     wait_for(
-        &config,
+        config,
         "Kafka",
         kafka_address,
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -420,7 +454,7 @@ pub async fn run_with(
     )
     .await?;
     let pg_client = wait_for(
-        &config,
+        config,
         "PostgreSQL",
         redact_url(&config.postgres.url),
         "POSTGRES_URL",
@@ -430,7 +464,7 @@ pub async fn run_with(
     .await?;
     let mongo_timeout = Duration::from_millis(config.ready_timeout_ms);
     let mongo_client = wait_for(
-        &config,
+        config,
         "MongoDB",
         redact_url(&config.mongo.uri),
         "MONGODB_URI",
@@ -442,46 +476,81 @@ pub async fn run_with(
         },
     )
     .await?;
+    Ok((pg_client, mongo_client))
+}
 
-    let restored = checkpoint::load(&config.checkpoint_dir)?;
-    let (mut engine, mut positions, was_restored) = match restored {
-        Some(c) => {
-            let engine = Engine::restore(&c.engine)?;
-            tracing::info!(
-                path = %checkpoint::path_in(&config.checkpoint_dir).display(),
-                partitions = c.positions.len(),
-                "Restored the engine from its checkpoint."
-            );
-            (engine, c.positions, true)
+/// Opens each lane's sinks: MongoDB (one sink, cloned: its pooled client and its bound on
+/// commands in flight shared), PostgreSQL (a connection per
+/// lane) and the dead-letter topic (the bulk lane only).
+async fn start_sinks(
+    config: &StreamingConfig,
+    mongo_client: &::mongodb::Client,
+    results: &tokio::sync::mpsc::UnboundedSender<sinks::Outcome>,
+) -> Result<(LaneTasks, Vec<sinks::TaskLoop>), StreamingError> {
+    let mut made: Vec<Option<LaneSink>> = Vec::new();
+    // One MongoDB sink cloned into every lane: the clones share its bound on commands in flight.
+    let mongo = MongoSink::new(mongo_client, &config.mongo.database).await?;
+    for lane in crate::driver::Lane::ALL {
+        for (i, spec) in sinks::SPECS.iter().enumerate() {
+            if !spec.lanes[lane.index()] {
+                made.push(None);
+                continue;
+            }
+            let sink = match i {
+                0 => LaneSink::Mongo(mongo.clone()),
+                1 => LaneSink::Postgres {
+                    sink: None,
+                    url: config.postgres.url.clone(),
+                    schema: config.postgres.schema.clone(),
+                },
+                _ => LaneSink::DeadLetters(DeadLetterTopic::new(&config.kafka)?),
+            };
+            made.push(Some(sink));
         }
-        None => (Engine::new(config.engine.clone())?, BTreeMap::new(), false),
-    };
-    let mut sinks = Sinks {
-        mongo: MongoSink::new(&mongo_client, &config.mongo.database).await?,
-        postgres: PostgresSink::new(pg_client, &config.postgres.schema).await?,
-        dead_letters: DeadLetterTopic::new(&config.kafka)?,
-        console: config
-            .console
-            .then(|| ConsoleSink::new(Box::new(std::io::stdout()))),
-    };
-    let mut source =
-        KafkaSource::connect(config.kafka.clone(), was_restored.then_some(&positions)).await?;
-    tracing::info!(partitions = ?source.partitions(), resume_after = ?positions, "Assigned the Kafka partitions.");
-    let windowed = Query::ALL
-        .iter()
-        .filter(|q| **q != Query::ParkingAggregations)
-        .count();
-    println!("Started {windowed} streaming queries (+ parking per zone)");
-    let _ = std::io::stdout().flush();
-    let replay = config.replay.map(|r| ReplayClock {
-        sim_origin_ms: r.sim_origin_ms,
-        wall_origin_ms: clock.now_ms(),
-        speed: r.speed,
-    });
-    started(replay);
+    }
+    let n = sinks::SPECS.len();
+    Ok(LaneTasks::start(
+        |lane, i| made[lane.index() * n + i].take(),
+        results,
+    ))
+}
 
-    let started = clock.instant();
-    let mut report = RunReport {
+/// A checkpoint stored in the background: its id, and its size or the error.
+type StoreResult = (u64, Result<usize, CheckpointError>);
+
+/// Stores checkpoint bytes on a blocking thread (encoding and fsync take milliseconds).
+fn store_in_background(
+    dir: PathBuf,
+    data: std::sync::Arc<CheckpointData>,
+) -> tokio::task::JoinHandle<StoreResult> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = data.encode();
+        let result = checkpoint::store(&dir, &bytes).map(|()| bytes.len());
+        (data.id, result)
+    })
+}
+
+/// The summary line of an interval or of the run.
+fn log_summary(message: &str, m: &Metrics, report: &RunReport, driver: &Driver) {
+    let r = m.report();
+    tracing::info!(
+        records = report.records,
+        writes = report.flushes,
+        open_windows = driver.engine().open_windows(),
+        pending_items = driver.pending_items(),
+        buffered = driver.buffered(),
+        alert_latency = %r.alert_latency,
+        window_latency = %r.window_latency,
+        sink_write = %r.sink_write,
+        trigger_write = %r.trigger_write,
+        waiting_on = %driver.waiting_on(),
+        "{message}"
+    );
+}
+
+/// A fresh report.
+fn empty_report(restored: bool) -> RunReport {
+    RunReport {
         stop: StopReason::Shutdown,
         records: 0,
         flushes: 0,
@@ -489,290 +558,19 @@ pub async fn run_with(
         dead_letters: 0,
         late: 0,
         archive: 0,
-        restored: was_restored,
+        restored,
         elapsed_ms: 0,
         counters: Counters::default(),
         metrics: Metrics::default(),
-    };
-    let mut total = Metrics::default();
-    let mut interval = Metrics::default();
-    let mut pending = Pending::default();
-    let mut dirty_positions = false;
-    let mut ticker = tokio::time::interval(Duration::from_millis(config.tick_interval_ms.max(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_record = clock.instant();
-    let mut last_log = clock.instant();
-    let mut shutdown = std::pin::pin!(shutdown);
-
-    let stop = loop {
-        let remaining = config
-            .max_records
-            .map_or(usize::MAX, |m| m.saturating_sub(report.records) as usize);
-        if remaining == 0 {
-            break StopReason::MaxRecords;
-        }
-        let poll_max = config.poll_max_records.max(1).min(remaining);
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break StopReason::Shutdown,
-            _ = ticker.tick() => {
-                let now = replay.map_or_else(|| clock.now_ms(), |r| r.sim_ms(clock.now_ms()));
-                let before = pending.out.rows.len();
-                engine.tick(now, &mut pending.out);
-                let triggered = pending.out.rows.len() > before || pending.out.console_due;
-                if triggered {
-                    pending.has_trigger |= pending.out.rows.len() > before;
-                    pending.since.get_or_insert_with(|| clock.instant());
-                }
-                let overdue = pending.since.is_some_and(|s| {
-                    s.elapsed() >= Duration::from_millis(config.flush_interval_ms)
-                });
-                if triggered || overdue {
-                    let had_records = pending.records > 0;
-                    flush(&config, replay, &engine, &mut sinks, &mut source, &mut pending, &positions,
-                          &mut dirty_positions, &mut report, &mut interval).await?;
-                    if had_records {
-                        // Time spent writing records is not idle time: give the input a poll first.
-                        last_record = clock.instant();
-                    }
-                }
-                if last_log.elapsed() >= Duration::from_millis(config.metrics_log_interval_ms) {
-                    log_summary("Streaming latency over the last interval.", &interval, &engine, &report);
-                    total.merge(&interval);
-                    interval = Metrics::default();
-                    last_log = clock.instant();
-                }
-                if config.idle_exit_ms.is_some_and(|ms| last_record.elapsed() >= Duration::from_millis(ms)) {
-                    break StopReason::Idle;
-                }
-            }
-            polled = source.poll(poll_max) => {
-                let records = polled?;
-                if records.is_empty() {
-                    continue;
-                }
-                last_record = clock.instant();
-                pending.since.get_or_insert(last_record);
-                for r in &records {
-                    let before = pending.out.rows.len();
-                    engine.ingest(&RawRecord {
-                        topic: r.topic,
-                        key: &r.key,
-                        value: &r.value,
-                        kafka_timestamp_ms: r.timestamp_ms,
-                        position: SourcePosition { partition: r.partition, offset: r.offset },
-                    }, &mut pending.out);
-                    let mut emitted_final = false;
-                    for row in &pending.out.rows[before..] {
-                        if row.query().is_alert() {
-                            pending.alert_kafka_ts.push(r.timestamp_ms);
-                        } else if row.is_final {
-                            emitted_final = true;
-                        }
-                    }
-                    if emitted_final {
-                        let now = clock.instant();
-                        let n = pending.out.rows[before..].iter().filter(|x| !x.query().is_alert() && x.is_final).count();
-                        pending.final_emitted.extend(std::iter::repeat_n(now, n));
-                    }
-                    positions.insert((r.topic, r.partition), r.offset);
-                }
-                dirty_positions = true;
-                report.records += records.len() as u64;
-                pending.records += records.len();
-                if config.end_after_records.is_some_and(|n| report.records >= n) {
-                    break StopReason::EndOfInput;
-                }
-                if pending.records >= config.flush_max_records {
-                    flush(&config, replay, &engine, &mut sinks, &mut source, &mut pending, &positions,
-                          &mut dirty_positions, &mut report, &mut interval).await?;
-                    last_record = clock.instant();
-                }
-            }
-        }
-    };
-    tracing::info!(
-        ?stop,
-        records = report.records,
-        "Stopping the streaming job."
-    );
-    if matches!(stop, StopReason::Idle | StopReason::EndOfInput) {
-        let before = pending.out.rows.len();
-        engine.flush(&mut pending.out);
-        let now = clock.instant();
-        let n = pending.out.rows.len() - before;
-        pending.final_emitted.extend(std::iter::repeat_n(now, n));
-        pending.since.get_or_insert(now);
-    }
-    // Whatever is pending is written and checkpointed before the job ends.
-    dirty_positions |= pending.since.is_some();
-    flush(
-        &config,
-        replay,
-        &engine,
-        &mut sinks,
-        &mut source,
-        &mut pending,
-        &positions,
-        &mut dirty_positions,
-        &mut report,
-        &mut interval,
-    )
-    .await?;
-    total.merge(&interval);
-    report.stop = stop;
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    report.counters = engine.counters().clone();
-    report.metrics = total.clone();
-    log_summary("Streaming job stopped.", &total, &engine, &report);
-    Ok(report)
-}
-
-/// A sink write bounded in time: a write that is never acknowledged is an error naming the sink.
-async fn timed(
-    limit: Duration,
-    sink: &'static str,
-    out: &Output,
-    write: impl Future<Output = Result<(), SinkError>>,
-) -> Result<(), SinkError> {
-    match tokio::time::timeout(limit, write).await {
-        Ok(r) => r,
-        Err(_) => Err(SinkError::Backend {
-            sink,
-            detail: format!(
-                "a batch of {} rows, {} archive rows and {} dead letters was not acknowledged within {} ms",
-                out.rows.len(),
-                out.archive.len(),
-                out.dead_letters.len(),
-                limit.as_millis()
-            ),
-        }),
+        driver: DriverStats::default(),
+        checkpoint_bytes: 0,
     }
 }
 
-fn log_summary(message: &str, m: &Metrics, engine: &Engine, report: &RunReport) {
-    let r = m.report();
-    tracing::info!(
-        records = report.records,
-        flushes = report.flushes,
-        open_windows = engine.open_windows(),
-        alert_latency = %r.alert_latency,
-        window_latency = %r.window_latency,
-        sink_write = %r.sink_write,
-        trigger_write = %r.trigger_write,
-        "{message}"
-    );
-}
-
-/// Writes the pending output to every sink, then checkpoints, then commits Kafka offsets.
-#[allow(clippy::too_many_arguments)] // The loop's state, borrowed piecewise.
-async fn flush(
-    config: &StreamingConfig,
-    replay: Option<ReplayClock>,
-    engine: &Engine,
-    sinks: &mut Sinks,
-    source: &mut KafkaSource,
-    pending: &mut Pending,
-    positions: &BTreeMap<(Topic, i32), i64>,
-    dirty_positions: &mut bool,
-    report: &mut RunReport,
-    metrics: &mut Metrics,
-) -> Result<(), StreamingError> {
-    let clock = WallClock;
-    if pending.out.is_empty() && !pending.out.console_due && !*dirty_positions {
-        pending.since = None;
-        return Ok(());
-    }
-    let started = clock.instant();
-    let out = &pending.out;
-    let mongo_done;
-    let postgres_done;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let limit = Duration::from_millis(config.sink_timeout_ms);
-        let mongo = async {
-            let r = timed(limit, "mongodb", out, sinks.mongo.write(out)).await;
-            (r, clock.now_ms())
-        };
-        let postgres = async {
-            let r = timed(limit, "postgresql", out, sinks.postgres.write(out)).await;
-            (r, clock.now_ms())
-        };
-        let ((m, m_at_ms), (p, p_at_ms), d) = tokio::join!(
-            mongo,
-            postgres,
-            timed(
-                limit,
-                "kafka-dead-letters",
-                out,
-                sinks.dead_letters.write(out)
-            )
-        );
-        let result = m.and(p).and(d).map(|()| m_at_ms);
-        match result {
-            Ok(m_at_ms) => {
-                mongo_done = m_at_ms;
-                postgres_done = p_at_ms;
-                break;
-            }
-            Err(e) if attempt < config.sink_attempts.max(1) => {
-                tracing::warn!(attempt, error = %e, "A sink write failed; retrying the whole batch (writes are idempotent).");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if let Some(console) = sinks.console.as_mut() {
-        console.write(out).await?;
-    }
-    let acked = clock.instant();
-    let write_us = acked.duration_since(started).as_micros() as i64;
-    metrics.sink_write.record_signed_us(write_us);
-    if pending.has_trigger {
-        metrics.trigger_write.record_signed_us(write_us);
-    }
-    for &ts in &pending.alert_kafka_ts {
-        let produced = replay.map_or(ts, |r| r.wall_ms(ts));
-        metrics.alert_latency.record_ms(mongo_done - produced);
-    }
-    for emitted in &pending.final_emitted {
-        metrics
-            .window_latency
-            .record_signed_us(acked.duration_since(*emitted).as_micros() as i64);
-    }
-    report.flushes += 1;
-    report.rows += out.rows.len() as u64;
-    report.dead_letters += out.dead_letters.len() as u64;
-    report.late += out.late.len() as u64;
-    report.archive += out.archive.len() as u64;
-    let started_ms = clock.now_ms() - write_us / 1000;
-    tracing::debug!(
-        rows = out.rows.len(),
-        archive = out.archive.len(),
-        write_ms = write_us as f64 / 1000.0,
-        mongodb_ms = mongo_done - started_ms,
-        postgresql_ms = postgres_done - started_ms,
-        "Wrote a batch."
-    );
-    pending.out.clear();
-    pending.alert_kafka_ts.clear();
-    pending.final_emitted.clear();
-    pending.has_trigger = false;
-    pending.records = 0;
-    pending.since = None;
-
-    checkpoint::store(
-        &config.checkpoint_dir,
-        &Checkpoint {
-            engine: engine.checkpoint(),
-            positions: positions.clone(),
-        },
-    )?;
-    let list: Vec<(Topic, i32, i64)> = positions.iter().map(|(&(t, p), &o)| (t, p, o)).collect();
-    source.commit(&list).await?;
-    *dirty_positions = false;
-    Ok(())
+/// Milliseconds of processing time as a wall-clock duration from now, for a replay or not.
+fn wall_wait(replay: Option<ReplayClock>, now_wall: Millis, deadline: Millis) -> Duration {
+    let wall_deadline = replay.map_or(deadline, |r| r.wall_ms(deadline));
+    Duration::from_millis((wall_deadline - now_wall).max(0) as u64)
 }
 
 #[cfg(test)]

@@ -1,0 +1,719 @@
+//! Driver tests: the canonical merge under any interleaving, partition count and crash; gating
+//! by caught-up and idle partitions; the write -> checkpoint -> commit order; lanes that do not
+//! wait for each other; retries with backoff; backpressure; bounded writes; stopping.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::engine::SourcePosition;
+use crate::sink::memory::{Flavour, MemoryStore};
+use crate::source::memory::partition_for;
+use crate::time::format_rfc3339;
+
+/// 2026-11-24T08:00:00Z.
+const T0: Millis = 1_795_507_200_000;
+
+/// One record as a producer wrote it.
+#[derive(Clone, Debug)]
+struct Rec {
+    key: String,
+    value: String,
+    ts: Millis,
+}
+
+fn traffic(sensor: usize, t: Millis, speed: f64) -> String {
+    format!(
+        r#"{{"sensor_id":"S{sensor}","timestamp":"{}","road_id":"R{}","road_name":"Road","zone_id":"Z{}","location":{{"lat":40.4,"lon":-3.7}},"speed_kmh":{speed:?},"vehicle_flow":10,"occupancy_percent":30.0,"congestion_level":"low","data_quality":"good"}}"#,
+        format_rfc3339(t),
+        sensor % 3,
+        sensor % 2
+    )
+}
+
+/// `sensors` traffic sensors reading every 5 s for `minutes`, in produce order; every
+/// `late_every`-th reading is produced three minutes after its event time, and every
+/// `alert_every`-th one reports a speed below 5 km/h (an alert).
+fn stream(sensors: usize, minutes: i64, late_every: usize, alert_every: usize) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for tick in 0..minutes * 12 {
+        for s in 0..sensors {
+            n += 1;
+            let t = T0 + tick * 5_000 + s as Millis * 7;
+            let speed = if alert_every > 0 && n % alert_every == 0 {
+                3.0
+            } else {
+                30.0 + (n % 17) as f64
+            };
+            let late = late_every > 0 && tick > 0 && n % late_every == 0;
+            out.push(Rec {
+                key: format!("S{s}"),
+                value: traffic(s, t, speed),
+                ts: if late { t + 180_000 } else { t },
+            });
+        }
+    }
+    out.sort_by_key(|r| r.ts);
+    out
+}
+
+/// The stream split over `parts` partitions of the traffic topic by key.
+fn partitioned(records: &[Rec], parts: i32) -> Vec<Vec<Rec>> {
+    let mut logs = vec![Vec::new(); parts as usize];
+    for r in records {
+        logs[partition_for(r.key.as_bytes(), parts) as usize].push(r.clone());
+    }
+    logs
+}
+
+fn config() -> DriverConfig {
+    DriverConfig {
+        jitter_seed: 7,
+        ..DriverConfig::default()
+    }
+}
+
+/// Carries out the driver's actions at once: every write succeeds unless a sink is told to
+/// fail, checkpoints are kept in memory.
+struct Harness {
+    driver: Driver,
+    logs: Vec<Vec<Rec>>,
+    next: Vec<usize>,
+    paused: BTreeSet<i32>,
+    store: MemoryStore,
+    checkpoints: Vec<Vec<u8>>,
+    committed: Vec<(PartitionId, i64)>,
+    now: Millis,
+    /// Sinks whose writes fail.
+    failing: BTreeSet<usize>,
+    /// Whether writes are answered at once (else they wait in `held`).
+    answer_writes: bool,
+    held: Vec<Write>,
+    trace: Vec<String>,
+    stopped: Option<StopReason>,
+}
+
+impl Harness {
+    fn new(logs: Vec<Vec<Rec>>, config: DriverConfig, sinks: usize) -> Self {
+        let specs = (0..sinks)
+            .map(|i| SinkSpec::all(["first", "second", "third"][i]))
+            .collect();
+        let driver = Driver::new(config, EngineConfig::default(), specs, T0).expect("valid config");
+        Self::with_driver(driver, logs)
+    }
+
+    fn with_driver(mut driver: Driver, logs: Vec<Vec<Rec>>) -> Self {
+        let ids: Vec<PartitionId> = (0..logs.len() as i32)
+            .map(|p| (Topic::Traffic, p))
+            .collect();
+        let starts = driver.handle_assigned(T0, &ids);
+        let next: Vec<usize> = starts
+            .iter()
+            .map(|(_, s)| match s {
+                StartAt::After(o) => (*o + 1) as usize,
+                StartAt::Beginning | StartAt::Committed => 0,
+            })
+            .collect();
+        // Every partition's end is known from the start, as Kafka reports it with the first
+        // fetch of a backlog.
+        for (p, log) in logs.iter().enumerate() {
+            let from: &usize = &next[p];
+            driver.handle_progress(
+                T0,
+                (Topic::Traffic, p as i32),
+                Some(*from as i64),
+                Some(log.len() as i64),
+            );
+        }
+        Harness {
+            driver,
+            logs,
+            next,
+            paused: BTreeSet::new(),
+            store: MemoryStore::new(Flavour::Documents),
+            checkpoints: Vec::new(),
+            committed: Vec::new(),
+            now: T0,
+            failing: BTreeSet::new(),
+            answer_writes: true,
+            held: Vec::new(),
+            trace: Vec::new(),
+            stopped: None,
+        }
+    }
+
+    fn run_actions(&mut self) {
+        while let Some(action) = self.driver.poll_action() {
+            match action {
+                Action::Write(w) => {
+                    self.trace.push(format!("write {} {:?}", w.id, w.lane));
+                    if self.answer_writes {
+                        self.answer(w);
+                    } else {
+                        self.held.push(w);
+                    }
+                }
+                Action::StoreCheckpoint(c) => {
+                    self.trace.push(format!("store {}", c.id));
+                    self.checkpoints.push(c.encode());
+                    self.driver.handle_checkpoint_result(self.now, c.id, Ok(()));
+                }
+                Action::Commit { id, positions } => {
+                    self.trace.push(format!("commit {id}"));
+                    self.committed = positions;
+                    self.driver.handle_commit_result(self.now, id, Ok(()));
+                }
+                Action::Pause(ps) => self.paused.extend(ps.iter().map(|p| p.1)),
+                Action::Resume(ps) => {
+                    for p in ps {
+                        self.paused.remove(&p.1);
+                    }
+                }
+                Action::Stop(reason) => self.stopped = Some(reason),
+                Action::Acknowledged(_) | Action::ShowConsole | Action::Notice(_) => {}
+            }
+        }
+    }
+
+    fn answer(&mut self, w: Write) {
+        for s in w.sinks.iter() {
+            if self.failing.contains(&s) {
+                self.driver
+                    .handle_write_result(self.now, w.id, w.attempt, s, Err("down".into()));
+            } else {
+                if s == 0 {
+                    self.store.apply(&w.output);
+                }
+                self.driver
+                    .handle_write_result(self.now, w.id, w.attempt, s, Ok(()));
+            }
+        }
+    }
+
+    fn answer_held(&mut self) {
+        for w in std::mem::take(&mut self.held) {
+            self.answer(w);
+        }
+        self.run_actions();
+    }
+
+    /// Reads up to `n` records of partition `p` (unless it is paused) and reports its end.
+    fn feed(&mut self, p: usize, n: usize) {
+        if self.paused.contains(&(p as i32)) {
+            return;
+        }
+        let from = self.next[p];
+        let to = (from + n).min(self.logs[p].len());
+        let recs: Vec<RawRecord<'_>> = self.logs[p][from..to]
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RawRecord {
+                topic: Topic::Traffic,
+                key: r.key.as_bytes(),
+                value: r.value.as_bytes(),
+                kafka_timestamp_ms: r.ts,
+                position: SourcePosition {
+                    partition: p as i32,
+                    offset: (from + i) as i64,
+                },
+            })
+            .collect();
+        if let Some(last) = recs.last() {
+            self.now = self.now.max(last.kafka_timestamp_ms);
+        }
+        self.driver.handle_records(self.now, &recs);
+        self.next[p] = to;
+        let end = self.logs[p].len() as i64;
+        self.driver.handle_progress(
+            self.now,
+            (Topic::Traffic, p as i32),
+            Some(to as i64),
+            Some(end),
+        );
+        self.run_actions();
+    }
+
+    fn tick(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        self.driver.handle_tick(self.now);
+        self.run_actions();
+    }
+
+    fn finish(&mut self) {
+        self.driver
+            .handle_end_of_input(self.now, StopReason::EndOfInput);
+        self.run_actions();
+    }
+
+    fn done(&self) -> bool {
+        self.next.iter().zip(&self.logs).all(|(n, l)| *n == l.len())
+    }
+
+    /// Order of (key, timestamp) of the records the engine was handed.
+    fn released(&self) -> Vec<(String, Millis)> {
+        self.driver
+            .released_log
+            .iter()
+            .map(|((_, p), o)| {
+                let r = &self.logs[*p as usize][*o as usize];
+                (r.key.clone(), r.ts)
+            })
+            .collect()
+    }
+}
+
+/// Reads every partition to its end in one pass each, partition after partition: the read
+/// order a backlog gets from a consumer that fetches one partition at a time.
+fn one_partition_at_a_time(h: &mut Harness) {
+    for p in 0..h.logs.len() {
+        while h.next[p] < h.logs[p].len() {
+            h.feed(p, 1000);
+            if h.paused.contains(&(p as i32)) {
+                break;
+            }
+        }
+    }
+}
+
+/// Where two release orders part, if they do.
+fn first_difference(a: &[(String, Millis)], b: &[(String, Millis)]) -> Option<String> {
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        return Some(format!("at {i}: {:?} vs {:?}", a[i], b[i]));
+    }
+    (a.len() != b.len()).then(|| format!("lengths {} vs {}", a.len(), b.len()))
+}
+
+fn reference(records: &[Rec]) -> (String, Vec<(String, Millis)>, u64) {
+    let mut h = Harness::new(partitioned(records, 1), config(), 1);
+    while !h.done() {
+        h.feed(0, 1);
+    }
+    h.finish();
+    let late = h
+        .driver
+        .engine()
+        .counters()
+        .queries
+        .values()
+        .map(|q| q.late)
+        .sum();
+    (h.store.digest().hex(), h.released(), late)
+}
+
+// Proves a backlog read one partition after another (the read order that made records late)
+// hands the engine exactly the single-stream order: same final rows, same late records.
+#[test]
+fn backlog_read_partition_by_partition_equals_single_stream() {
+    let records = stream(9, 20, 23, 31);
+    let (digest, order, late) = reference(&records);
+    assert!(
+        late > 0,
+        "the stream must hold late records to prove anything"
+    );
+    let mut h = Harness::new(partitioned(&records, 4), config(), 1);
+    for _ in 0..50 {
+        one_partition_at_a_time(&mut h);
+        if h.done() {
+            break;
+        }
+    }
+    assert!(h.done());
+    h.finish();
+    assert_eq!(first_difference(&h.released(), &order), None);
+    assert_eq!(h.store.digest().hex(), digest);
+    let late_now: u64 = h
+        .driver
+        .engine()
+        .counters()
+        .queries
+        .values()
+        .map(|q| q.late)
+        .sum();
+    assert_eq!(late_now, late);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    // Proves the engine sees one order whatever the partition count and however reads of the
+    // partitions interleave, so final rows and late records never depend on them.
+    #[test]
+    fn any_interleaving_and_partition_count_gives_the_same_order(
+        parts in 1i32..6,
+        chunks in proptest::collection::vec((0usize..6, 1usize..40), 1..400),
+    ) {
+        let records = stream(7, 12, 19, 29);
+        let (digest, order, late) = reference(&records);
+        let mut h = Harness::new(partitioned(&records, parts), config(), 1);
+        let mut i = 0;
+        while !h.done() {
+            let (p, n) = chunks[i % chunks.len()];
+            i += 1;
+            // After the drawn interleaving has had its say, every partition is read to its end
+            // (a drawn pattern may never visit some partition).
+            let p = if i > 5_000 { i % parts as usize } else { p % parts as usize };
+            h.feed(p, n);
+            prop_assert!(i < 200_000, "the partitions were never read to their ends");
+        }
+        h.finish();
+        prop_assert_eq!(first_difference(&h.released(), &order), None);
+        prop_assert_eq!(h.store.digest().hex(), digest);
+        let late_now: u64 = h.driver.engine().counters().queries.values().map(|q| q.late).sum();
+        prop_assert_eq!(late_now, late);
+    }
+
+    // Proves a crash at any point, followed by a restore from the last stored checkpoint and a
+    // rewind to its positions, gives the final rows of the run without the crash.
+    #[test]
+    fn a_crash_anywhere_gives_the_same_final_rows(
+        parts in 1i32..5,
+        crash_after in 1usize..3000,
+        chunk in 1usize..50,
+    ) {
+        let records = stream(7, 12, 19, 29);
+        let (digest, _, _) = reference(&records);
+        let config = DriverConfig { checkpoint_interval_ms: 20_000, ..config() };
+        let mut h = Harness::new(partitioned(&records, parts), config.clone(), 1);
+        let mut fed = 0;
+        let mut p = 0;
+        while !h.done() && fed < crash_after {
+            h.feed(p % parts as usize, chunk);
+            p += 1;
+            fed += chunk;
+        }
+        // The crash: the driver and everything not yet stored are gone; the store keeps what
+        // was written (idempotent upserts make re-writing harmless).
+        let store = std::mem::replace(&mut h.store, MemoryStore::new(Flavour::Documents));
+        let logs = h.logs.clone();
+        let checkpoint = h.checkpoints.last().cloned();
+        let driver = match checkpoint {
+            Some(bytes) => {
+                let data = CheckpointData::decode(&bytes).expect("a stored checkpoint decodes");
+                Driver::from_checkpoint(config, data, vec![SinkSpec::all("first")], h.now)
+                    .expect("restores")
+            }
+            None => Driver::new(config, EngineConfig::default(), vec![SinkSpec::all("first")], h.now)
+                .expect("valid"),
+        };
+        let mut h = Harness::with_driver(driver, logs);
+        h.store = store;
+        let mut p = 0;
+        while !h.done() {
+            h.feed(p % parts as usize, chunk);
+            p += 1;
+        }
+        h.finish();
+        prop_assert_eq!(h.store.digest().hex(), digest);
+    }
+}
+
+// Proves a partition whose end is unknown holds the merge back only until it has been silent
+// for `idle_partition_ms`, and one whose end is known and ahead holds it back until it delivers.
+#[test]
+fn silent_partitions_hold_back_until_idle_known_ends_until_read() {
+    let records = stream(4, 2, 0, 0);
+    let logs = partitioned(&records, 2);
+    assert!(!logs[0].is_empty() && !logs[1].is_empty());
+    let config = DriverConfig {
+        idle_partition_ms: 60_000,
+        ..config()
+    };
+    let mut h = Harness::new(logs, config.clone(), 1);
+    // Forget the ends the harness reported: partition 1's end is unknown.
+    h.driver.parts[1].end_offset = None;
+    h.feed(0, 5);
+    assert_eq!(
+        h.driver.stats().records_released,
+        0,
+        "partition 1 may still deliver earlier records"
+    );
+    let idle = h.driver.config().idle_partition_ms as Millis;
+    h.tick(T0 + idle + 1);
+    assert_eq!(
+        h.driver.stats().records_released,
+        5,
+        "partition 1 was idle; its end unknown"
+    );
+
+    let mut h = Harness::new(partitioned(&records, 2), config, 1);
+    h.feed(0, 5);
+    h.tick(T0 + idle * 10);
+    assert_eq!(
+        h.driver.stats().records_released,
+        0,
+        "partition 1 has records to read"
+    );
+    h.feed(1, 1);
+    assert!(h.driver.stats().records_released > 0);
+}
+
+// Proves nothing is checkpointed before every sink acknowledged the writes it covers, and
+// nothing committed before the checkpoint is stored; commits never run ahead of the engine.
+#[test]
+fn write_then_checkpoint_then_commit() {
+    let records = stream(4, 3, 0, 7);
+    let config = DriverConfig {
+        checkpoint_interval_ms: 0,
+        ..config()
+    };
+    let mut h = Harness::new(partitioned(&records, 1), config, 2);
+    h.answer_writes = false;
+    h.feed(0, 40);
+    h.tick(h.now + 1_000);
+    assert!(!h.held.is_empty(), "output was cut into writes");
+    assert!(
+        h.checkpoints.is_empty(),
+        "no checkpoint before the writes are acknowledged"
+    );
+    assert!(h.committed.is_empty());
+    h.answer_writes = true;
+    h.answer_held();
+    h.tick(h.now + 1_000);
+    assert!(
+        !h.checkpoints.is_empty(),
+        "acknowledged writes let the checkpoint through"
+    );
+    let stores: Vec<usize> = (0..h.trace.len())
+        .filter(|i| h.trace[*i].starts_with("store"))
+        .collect();
+    let commits: Vec<usize> = (0..h.trace.len())
+        .filter(|i| h.trace[*i].starts_with("commit"))
+        .collect();
+    assert!(!commits.is_empty() && commits[0] > stores[0]);
+    let released = h.driver.positions()[0].1.expect("records were released");
+    assert!(h.committed.iter().all(|(_, o)| *o <= released));
+}
+
+// Proves an alert is written while a trigger's window rows are still unacknowledged.
+#[test]
+fn alerts_do_not_wait_behind_window_rows() {
+    let records = stream(4, 4, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 1), config(), 1);
+    h.answer_writes = false;
+    // Two minutes of readings, then a trigger: partial window rows go out and stay unanswered.
+    let two_minutes = h.logs[0].iter().take_while(|r| r.ts < T0 + 120_000).count();
+    h.feed(0, two_minutes);
+    h.tick(T0 + 180_000);
+    let windows_in_flight = h.held.iter().any(|w| w.lane == Lane::Windows);
+    assert!(windows_in_flight, "the trigger's rows are in flight");
+    let held = h.held.len();
+    // A reading below 5 km/h makes an alert.
+    let alert = Rec {
+        key: "S0".into(),
+        value: traffic(0, T0 + 180_500, 2.0),
+        ts: T0 + 180_500,
+    };
+    h.logs[0].insert(h.next[0], alert);
+    h.feed(0, 1);
+    assert!(
+        h.held[held..].iter().any(|w| w.lane == Lane::Alerts),
+        "the alert was written at once"
+    );
+}
+
+// Proves a failing sink is retried after a growing, jittered delay, only that sink, reproducibly,
+// and warned about at most once per period; the write completes once it recovers.
+#[test]
+fn a_failing_sink_is_retried_with_backoff() {
+    let run = || {
+        let records = stream(3, 1, 0, 5);
+        let mut h = Harness::new(partitioned(&records, 1), config(), 2);
+        h.failing.insert(1);
+        h.feed(0, 12);
+        let mut retries = Vec::new();
+        for step in 1..200 {
+            let now = T0 + 60_000 + step * 50;
+            h.tick(now);
+            for line in &h.trace {
+                if line.starts_with("write") {
+                    retries.push((now, line.clone()));
+                }
+            }
+            h.trace.clear();
+        }
+        (retries, h)
+    };
+    let (a, mut h) = run();
+    let (b, _) = run();
+    assert_eq!(a, b, "retry instants depend on the seed only");
+    assert!(a.len() >= 3, "retries happened: {a:?}");
+    let gaps: Vec<Millis> = a.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.last() > gaps.first(), "delays grow: {gaps:?}");
+    assert!(h.driver.stats().write_failures[1] >= 3);
+    assert_eq!(
+        h.driver.stats().write_failures[0],
+        0,
+        "the healthy sink was not retried"
+    );
+    h.failing.clear();
+    h.tick(h.now + 60_000);
+    assert!(
+        h.driver.lanes.is_idle(),
+        "the write completed once the sink recovered"
+    );
+}
+
+// Proves unacknowledged output past the bound pauses every partition, and acknowledgements
+// resume them; nothing is dropped.
+#[test]
+fn backpressure_pauses_and_resumes() {
+    let records = stream(6, 10, 0, 0);
+    let config = DriverConfig {
+        max_pending_items: 300,
+        write_max_items: 100,
+        ..config()
+    };
+    let mut h = Harness::new(partitioned(&records, 1), config, 1);
+    h.answer_writes = false;
+    for _ in 0..20 {
+        h.feed(0, 50);
+        h.tick(h.now + 500);
+    }
+    assert!(h.paused.contains(&0), "paused past the bound");
+    assert!(h.driver.stats().pending_items_max >= 300);
+    let stuck_at = h.next[0];
+    h.feed(0, 50);
+    assert_eq!(h.next[0], stuck_at, "a paused partition is not read");
+    while !h.held.is_empty() {
+        h.answer_writes = true;
+        h.answer_held();
+        h.tick(h.now + 500);
+    }
+    assert!(!h.paused.contains(&0), "resumed once acknowledged");
+    while !h.done() {
+        h.feed(0, 50);
+        h.tick(h.now + 500);
+    }
+    h.finish();
+    let archived: u64 = h.store.archived().values().sum();
+    assert_eq!(archived, records.len() as u64, "every record archived once");
+}
+
+// Proves no write holds more than `write_max_items`, whatever piles up.
+#[test]
+fn writes_are_bounded() {
+    let records = stream(8, 6, 0, 3);
+    let config = DriverConfig {
+        write_max_items: 37,
+        ..config()
+    };
+    let mut h = Harness::new(partitioned(&records, 2), config, 1);
+    h.answer_writes = false;
+    while !h.done() {
+        h.feed(0, 200);
+        h.feed(1, 200);
+        h.tick(h.now + 300);
+        for w in &h.held {
+            assert!(items(&w.output) <= 37, "a write of {}", items(&w.output));
+        }
+        h.answer_writes = true;
+        h.answer_held();
+        h.answer_writes = false;
+    }
+    h.answer_writes = true;
+    h.finish();
+    let archived: u64 = h.store.archived().values().sum();
+    assert_eq!(archived, records.len() as u64);
+}
+
+// Proves a shutdown writes what is pending, stores a checkpoint with the positions handed to
+// the engine, commits it, and only then stops; records arriving after are not taken.
+#[test]
+fn shutdown_checkpoints_commits_then_stops() {
+    let records = stream(3, 2, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 1), config(), 1);
+    h.feed(0, 10);
+    h.driver.handle_shutdown(h.now, StopReason::Shutdown);
+    h.run_actions();
+    assert_eq!(h.stopped, Some(StopReason::Shutdown));
+    let last =
+        CheckpointData::decode(h.checkpoints.last().expect("a final checkpoint")).expect("decodes");
+    assert_eq!(last.positions.get(&(Topic::Traffic, 0)), Some(&9));
+    assert_eq!(h.committed, vec![((Topic::Traffic, 0), 9)]);
+    assert!(
+        last.engine.open_windows() > 0,
+        "windows stay open on a shutdown"
+    );
+    let before = h.driver.stats().records_received;
+    h.driver.handle_records(h.now, &[]);
+    assert_eq!(h.driver.stats().records_received, before);
+}
+
+// Proves a record delivered twice (a redelivery after a reconnect) is handed to the engine once.
+#[test]
+fn redeliveries_are_dropped() {
+    let records = stream(3, 1, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 1), config(), 1);
+    h.feed(0, 6);
+    h.next[0] = 2;
+    h.feed(0, 6);
+    assert_eq!(h.driver.stats().redelivered, 4);
+    assert_eq!(h.driver.stats().records_released, 8);
+}
+
+// Proves a stop before any record was read commits nothing (there is no position to commit; a
+// commit of nothing is an error in librdkafka) and still stops.
+#[test]
+fn a_stop_with_nothing_read_commits_nothing() {
+    let records = stream(3, 1, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 2), config(), 1);
+    h.driver.handle_shutdown(h.now, StopReason::Shutdown);
+    h.run_actions();
+    assert_eq!(h.stopped, Some(StopReason::Shutdown));
+    assert!(
+        !h.trace.iter().any(|t| t.starts_with("commit")),
+        "no commit: {:?}",
+        h.trace
+    );
+}
+
+// Proves a failed final commit during a stop is retried after a backoff delay, not at once in a
+// loop, and the stop completes when it goes through.
+#[test]
+fn a_failed_final_commit_is_retried_after_a_delay() {
+    let records = stream(3, 1, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 1), config(), 1);
+    h.feed(0, 10);
+    h.driver.handle_shutdown(h.now, StopReason::Shutdown);
+    let mut commits = 0;
+    let mut failed_once = false;
+    for _ in 0..100 {
+        while let Some(action) = h.driver.poll_action() {
+            match action {
+                Action::Write(w) => h.answer(w),
+                Action::StoreCheckpoint(c) => {
+                    h.driver.handle_checkpoint_result(h.now, c.id, Ok(()));
+                }
+                Action::Commit { id, .. } => {
+                    commits += 1;
+                    let result = if failed_once {
+                        Ok(())
+                    } else {
+                        failed_once = true;
+                        Err("coordinator moved".to_owned())
+                    };
+                    h.driver.handle_commit_result(h.now, id, result);
+                }
+                Action::Stop(r) => h.stopped = Some(r),
+                _ => {}
+            }
+        }
+        if h.stopped.is_some() {
+            break;
+        }
+        let next = h.driver.poll_timeout().expect("a retry is scheduled");
+        assert!(next > h.now, "the retry waits");
+        h.tick(next);
+    }
+    assert_eq!(h.stopped, Some(StopReason::Shutdown));
+    // The first attempt failed here; the retry, issued by a later tick, went through.
+    assert_eq!(commits, 1);
+    assert_eq!(h.driver.stats().commit_failures, 1);
+    assert_eq!(h.driver.stats().commits, 1);
+    assert!(
+        h.trace.iter().any(|t| t.starts_with("commit")),
+        "retried by a tick"
+    );
+}
