@@ -1,7 +1,9 @@
-//! In-memory stores with the upsert semantics of the real databases: one collection (table) per
-//! query, rows keyed by their deterministic id, a later write of an id replacing the earlier one,
-//! as MongoDB's `replace_one(upsert)` and PostgreSQL's `INSERT ... ON CONFLICT DO UPDATE` do.
-//! Dead letters and late records are kept; raw-archive copies are counted per topic (a simulated
+//! In-memory stores with the write semantics of the real sinks: one collection (table) per query,
+//! rows keyed by their deterministic id, a later write of an id replacing the earlier one — except
+//! that a final row is never replaced by a partial one (a write that lands late, after a timeout
+//! and a retry, cannot undo a window's final result). Dead letters, late records and raw-archive
+//! copies are insert-if-absent by source position, as the databases key them: a replay after a
+//! crash or a redelivery stores nothing twice. Archive copies are counted per topic (a simulated
 //! day would otherwise hold gigabytes).
 
 use std::collections::BTreeMap;
@@ -30,8 +32,16 @@ pub struct MemoryStore {
     dead_letters: Vec<DeadLetter>,
     late: Vec<LateRecord>,
     archived: BTreeMap<Topic, u64>,
+    /// Highest source offset stored per (topic, partition) of dead letters, of archive copies,
+    /// and per (query, topic, partition) of late records: records reach a sink in offset order
+    /// within a partition, so anything at or below is already stored.
+    dead_hwm: BTreeMap<(Topic, i32), i64>,
+    archive_hwm: BTreeMap<(Topic, i32), i64>,
+    late_hwm: BTreeMap<(Query, Topic, i32), i64>,
     upserts: u64,
     batches: u64,
+    /// Items not stored because they were already (replays, late landings).
+    pub already_stored: u64,
 }
 
 impl MemoryStore {
@@ -43,8 +53,12 @@ impl MemoryStore {
             dead_letters: Vec::new(),
             late: Vec::new(),
             archived: BTreeMap::new(),
+            dead_hwm: BTreeMap::new(),
+            archive_hwm: BTreeMap::new(),
+            late_hwm: BTreeMap::new(),
             upserts: 0,
             batches: 0,
+            already_stored: 0,
         }
     }
 
@@ -78,16 +92,42 @@ impl MemoryStore {
             self.upserts += 1;
             let coll = self.collections.entry(row.query()).or_default();
             match coll.get_mut(&row.id) {
+                Some(existing) if existing.is_final && !row.is_final => self.already_stored += 1,
                 Some(existing) => existing.clone_from(row),
                 None => {
                     coll.insert(row.id.clone(), row.clone());
                 }
             }
         }
-        self.dead_letters.extend(batch.dead_letters.iter().cloned());
-        self.late.extend(batch.late.iter().cloned());
+        for d in &batch.dead_letters {
+            if newer(
+                &mut self.dead_hwm,
+                (d.topic, d.position.partition),
+                d.position.offset,
+            ) {
+                self.dead_letters.push(d.clone());
+            } else {
+                self.already_stored += 1;
+            }
+        }
+        for l in &batch.late {
+            let key = (l.query, l.topic, l.position.partition);
+            if newer(&mut self.late_hwm, key, l.position.offset) {
+                self.late.push(l.clone());
+            } else {
+                self.already_stored += 1;
+            }
+        }
         for a in &batch.archive {
-            *self.archived.entry(a.topic).or_default() += 1;
+            if newer(
+                &mut self.archive_hwm,
+                (a.topic, a.position.partition),
+                a.position.offset,
+            ) {
+                *self.archived.entry(a.topic).or_default() += 1;
+            } else {
+                self.already_stored += 1;
+            }
         }
     }
 
@@ -131,6 +171,21 @@ impl MemoryStore {
             d.add(row);
         }
         d
+    }
+}
+
+/// Whether `offset` is above the mark stored for `key`; raises the mark if so.
+fn newer<K: Ord>(marks: &mut BTreeMap<K, i64>, key: K, offset: i64) -> bool {
+    match marks.get_mut(&key) {
+        Some(m) if *m >= offset => false,
+        Some(m) => {
+            *m = offset;
+            true
+        }
+        None => {
+            marks.insert(key, offset);
+            true
+        }
     }
 }
 
@@ -185,5 +240,22 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0], &row("a", 2, true));
         assert_eq!(store.digest().len(), 2);
+    }
+
+    // Proves a partial row landing after its window's final row (a timed-out write applied late)
+    // does not replace it.
+    #[test]
+    fn a_final_row_is_never_replaced_by_a_partial() {
+        let mut store = MemoryStore::new(Flavour::Documents);
+        let mut batch = Output::default();
+        batch.rows.push(row("a", 3, true));
+        store.apply(&batch);
+        batch.rows[0] = row("a", 2, false);
+        store.apply(&batch);
+        assert_eq!(
+            store.collection(Query::MobilityIndex).next(),
+            Some(&row("a", 3, true))
+        );
+        assert_eq!(store.already_stored, 1);
     }
 }

@@ -1,8 +1,9 @@
 //! Sinks: where the engine's output goes. One trait, with an in-memory implementation here (used
 //! by the simulator and tests) and the MongoDB, PostgreSQL and console shells beside it.
 //!
-//! Every sink write is an idempotent upsert keyed by the row id, so replaying records after a
-//! crash never double-counts.
+//! Every sink write is idempotent, keyed by the row id (or a dead letter's or late record's
+//! source position), so replaying records after a crash never double-counts; and a final row,
+//! once stored, is never replaced — not by a partial row a replay emits again.
 
 pub mod console;
 #[cfg(feature = "services")]
@@ -37,8 +38,9 @@ pub trait Sink {
     /// A short name for logs and reports (`mongodb`, `postgresql`, `memory-documents`, ...).
     fn name(&self) -> &'static str;
 
-    /// Writes one batch durably: rows upserted by id, dead letters, late records and archive
-    /// copies appended. Resolves once the backend acknowledged everything in the batch.
+    /// Writes one batch durably: rows stored by id (a partial row replaced by a later one, a final
+    /// row never), dead letters, late records and archive copies appended once. Resolves once the
+    /// backend acknowledged everything in the batch; writing a batch again changes nothing.
     fn write(&mut self, batch: &Output) -> impl Future<Output = Result<(), SinkError>>;
 }
 
