@@ -32,12 +32,23 @@ pub enum DecodeError {
     /// The timestamp is not a date-time string.
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
+    /// Objects and arrays nest deeper than the limit given to [`decode_limited`].
+    #[error("nesting deeper than {max} levels at byte {at} (max_nesting_depth)")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+        /// Where the level beyond it opens.
+        at: usize,
+    },
 }
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
 struct Parser<'a> {
     b: &'a [u8],
+    /// Objects being read (the message object is 1), and the most that may be open at once.
+    depth: usize,
+    max_depth: usize,
     /// The whole input as text, when it is valid UTF-8 (almost always): strings are then sliced
     /// from it without validating each one again.
     s: Option<&'a str>,
@@ -111,9 +122,11 @@ struct Number<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    fn new(bytes: &'a [u8], max_depth: usize) -> Self {
         Parser {
             b: bytes,
+            depth: 0,
+            max_depth,
             s: std::str::from_utf8(bytes).ok(),
             i: 0,
         }
@@ -486,6 +499,7 @@ impl<'a> Parser<'a> {
                     if self.peek() == Some(b'}') {
                         self.i += 1;
                     } else {
+                        self.nest(open.len())?;
                         open.push(true);
                         self.key()?;
                         continue;
@@ -496,6 +510,7 @@ impl<'a> Parser<'a> {
                     if self.peek() == Some(b']') {
                         self.i += 1;
                     } else {
+                        self.nest(open.len())?;
                         open.push(false);
                         continue;
                     }
@@ -529,6 +544,18 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Refuses a container opened inside `open` skipped ones when it would be one too deep.
+    #[inline]
+    fn nest(&self, open: usize) -> Result<()> {
+        if self.depth + open >= self.max_depth {
+            return Err(DecodeError::TooDeep {
+                max: self.max_depth,
+                at: self.i - 1,
+            });
+        }
+        Ok(())
+    }
+
     /// The colon and value of a field nobody asked for.
     fn skip_field(&mut self) -> Result<()> {
         self.eat(b':', "`:`")?;
@@ -559,13 +586,26 @@ impl<'a> Parser<'a> {
         &mut self,
         what: &str,
         fields: &[&str],
-        mut field: impl FnMut(&mut Self, Option<usize>) -> Result<()>,
+        field: impl FnMut(&mut Self, Option<usize>) -> Result<()>,
     ) -> Result<()> {
         match self.peek() {
             Some(b'{') => self.i += 1,
             Some(_) => return self.wrong_type(what, "an object"),
             None => return malformed("end of input, expected a value", self.i),
         }
+        self.nest(0)?;
+        self.depth += 1;
+        let members = self.members(fields, field);
+        self.depth -= 1;
+        members
+    }
+
+    /// The members of an object whose `{` was read, and its `}`.
+    fn members(
+        &mut self,
+        fields: &[&str],
+        mut field: impl FnMut(&mut Self, Option<usize>) -> Result<()>,
+    ) -> Result<()> {
         if self.peek() == Some(b'}') {
             self.i += 1;
             return Ok(());
@@ -929,7 +969,15 @@ fn incident<'a>(p: &mut Parser<'a>) -> Result<Incident<'a>> {
 
 /// Decodes a message of `topic`, borrowing strings from `bytes` where they have no escapes.
 pub fn decode(topic: Topic, bytes: &[u8]) -> Result<Message<'_>> {
-    let mut p = Parser::new(bytes);
+    decode_limited(topic, bytes, usize::MAX)
+}
+
+/// [`decode`], refusing objects and arrays nested deeper than `max_depth` (the message object
+/// is depth 1) with [`DecodeError::TooDeep`]. Without a limit the skipping of unknown fields
+/// already costs memory only in proportion to the input, never stack; the limit is the
+/// engine's policy, not the parser's safety.
+pub fn decode_limited(topic: Topic, bytes: &[u8], max_depth: usize) -> Result<Message<'_>> {
+    let mut p = Parser::new(bytes, max_depth);
     let msg = match topic {
         Topic::Traffic => Message::Traffic(traffic(&mut p)?),
         Topic::Transport => Message::Transport(transport(&mut p)?),
@@ -963,6 +1011,7 @@ mod tests {
             DecodeError::MissingField(_) => "missing",
             DecodeError::WrongType(_) => "type",
             DecodeError::InvalidTimestamp(_) => "timestamp",
+            DecodeError::TooDeep { .. } => "too deep",
         }
     }
 

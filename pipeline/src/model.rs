@@ -494,6 +494,62 @@ impl<'a> Message<'a> {
     }
 }
 
+impl CongestionLevel {
+    /// The name serde writes for this value on the wire (and the databases store).
+    pub const fn wire_name(self) -> &'static str {
+        match self {
+            CongestionLevel::Low => "low",
+            CongestionLevel::Medium => "medium",
+            CongestionLevel::High => "high",
+        }
+    }
+}
+
+impl DataQuality {
+    /// The name serde writes for this value on the wire (and the databases store).
+    pub const fn wire_name(self) -> &'static str {
+        match self {
+            DataQuality::Good => "good",
+            DataQuality::Degraded => "degraded",
+        }
+    }
+}
+
+impl Direction {
+    /// The name serde writes for this value on the wire (and the databases store).
+    pub const fn wire_name(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+impl TransportStatus {
+    /// The name serde writes for this value on the wire (and the databases store).
+    pub const fn wire_name(self) -> &'static str {
+        match self {
+            TransportStatus::OnTime => "on_time",
+            TransportStatus::Delayed => "delayed",
+        }
+    }
+}
+
+impl IncidentType {
+    /// The name serde writes for this value on the wire (and the databases store).
+    pub const fn wire_name(self) -> &'static str {
+        match self {
+            IncidentType::Accident => "accident",
+            IncidentType::Breakdown => "breakdown",
+            IncidentType::Roadwork => "roadwork",
+            IncidentType::Event => "event",
+            IncidentType::Demonstration => "demonstration",
+            IncidentType::Flooding => "flooding",
+            IncidentType::PowerOutage => "power_outage",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

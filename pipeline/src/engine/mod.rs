@@ -10,6 +10,7 @@
 //! Conservation, checked by [`Counters::check_conservation`]: for every windowed query `q` over
 //! topic `T`, `records_in(T) = dead_lettered(T) + aggregated(q) + late(q) + over_limit(q)`.
 
+mod census;
 mod config;
 mod decode;
 mod intern;
@@ -38,6 +39,7 @@ use crate::model::{
     TransportReading,
 };
 use crate::time::{Millis, format_rfc3339};
+use census::{Census, NO_NAME};
 use intern::{Interner, pack, unpack};
 use queries::{
     IncidentAgg, MobilityAgg, ParkingAgg, ParkingInput, TrafficAgg, TrafficInput, TransportAgg,
@@ -102,6 +104,24 @@ pub struct Counters {
     pub distinct_vehicles_over_limit: u64,
     /// Dedup entries evicted because a device's bound was reached.
     pub dedup_evictions: u64,
+    /// The most state the engine held at once, to compare with its bounds.
+    #[serde(default)]
+    pub peaks: StatePeaks,
+}
+
+/// High-water marks of the engine's bounded state, each against the bound named beside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatePeaks {
+    /// Interned strings held at once (`max_interned_strings`).
+    pub interned_strings: u64,
+    /// Distinct keys held at once per windowed query (`max_keys_per_query`).
+    pub keys_per_query: BTreeMap<Query, u64>,
+    /// Windows open at once per windowed query (`max_open_windows`).
+    pub open_windows: BTreeMap<Query, u64>,
+    /// Devices tracked at once per topic (`max_devices_per_topic`).
+    pub devices_per_topic: BTreeMap<Topic, u64>,
+    /// Distinct vehicles held at once by the transport windows (`max_devices_per_topic`).
+    pub vehicles: u64,
 }
 
 impl Counters {
@@ -146,6 +166,16 @@ struct Tally {
     queries: [QueryCounters; Query::ALL.len()],
     distinct_vehicles_over_limit: u64,
     dedup_evictions: u64,
+    #[serde(default)]
+    peak_names: u64,
+    #[serde(default)]
+    peak_keys: [u64; Query::ALL.len()],
+    #[serde(default)]
+    peak_windows: [u64; Query::ALL.len()],
+    #[serde(default)]
+    peak_devices: [u64; 4],
+    #[serde(default)]
+    peak_vehicles: u64,
 }
 
 fn query_index(q: Query) -> usize {
@@ -161,10 +191,32 @@ impl Tally {
         &mut self.queries[query_index(q)]
     }
 
+    fn peaks(&self) -> StatePeaks {
+        let by_query = |a: &[u64; Query::ALL.len()]| {
+            Query::ALL
+                .into_iter()
+                .filter(|q| a[query_index(*q)] > 0)
+                .map(|q| (q, a[query_index(q)]))
+                .collect()
+        };
+        StatePeaks {
+            interned_strings: self.peak_names,
+            keys_per_query: by_query(&self.peak_keys),
+            open_windows: by_query(&self.peak_windows),
+            devices_per_topic: Topic::ALL
+                .into_iter()
+                .filter(|t| self.peak_devices[topic_index(*t)] > 0)
+                .map(|t| (t, self.peak_devices[topic_index(t)]))
+                .collect(),
+            vehicles: self.peak_vehicles,
+        }
+    }
+
     fn counters(&self) -> Counters {
         let mut c = Counters {
             distinct_vehicles_over_limit: self.distinct_vehicles_over_limit,
             dedup_evictions: self.dedup_evictions,
+            peaks: self.peaks(),
             ..Counters::default()
         };
         for topic in Topic::ALL {
@@ -215,6 +267,31 @@ fn topic_index(t: Topic) -> usize {
     }
 }
 
+/// The slot of a keyed windowed query in [`Engine`]'s key censuses (mobility has one key).
+fn census_index(q: Query) -> usize {
+    match q {
+        Query::TransportMetrics => 1,
+        Query::IncidentAggregations => 2,
+        Query::ParkingAggregations => 3,
+        _ => 0,
+    }
+}
+
+/// How often (in event time) a topic's duplicate-detection entries past their horizon are
+/// swept. Driven by the watermark, so what is held at each record is the same in every run.
+const DEDUP_SWEEP_MS: Millis = crate::time::MINUTE_MS;
+
+/// What duplicate detection says about a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Not seen before; remembered.
+    New,
+    /// The same device and event time were seen inside the horizon.
+    Duplicate,
+    /// A device not tracked yet, and `max_devices_per_topic` devices are.
+    OverLimit,
+}
+
 fn device_hash(id: &str) -> u64 {
     let mut h = FxHasher::default();
     id.hash(&mut h);
@@ -237,6 +314,12 @@ pub struct Engine {
     transport: Windowed<TransportAgg>,
     incidents: Windowed<IncidentAgg>,
     parking: Windowed<ParkingAgg>,
+    /// Live keys of the windowed queries that have keys, by [`census_index`].
+    #[serde(default)]
+    keys: [Census; 4],
+    /// Live vehicles of the transport windows (their names are in the windows' vehicle sets).
+    #[serde(default)]
+    vehicles: Census,
     counters: Tally,
     next_trigger_ms: Option<Millis>,
     next_console_ms: Option<Millis>,
@@ -390,6 +473,8 @@ impl Engine {
             transport: Windowed::new(config.transport_window),
             incidents: Windowed::new(config.incident_window),
             parking: Windowed::new(config.parking_window),
+            keys: Default::default(),
+            vehicles: Census::default(),
             config,
             zone,
             names: Interner::default(),
@@ -450,13 +535,21 @@ impl Engine {
     /// record's watermark made final are appended to `out`.
     pub fn ingest(&mut self, rec: &RawRecord<'_>, out: &mut Output) {
         self.counters.records_in[topic_index(rec.topic)] += 1;
-        let msg = match Message::decode(rec.topic, rec.value) {
+        if let Err((reason, detail)) = decode::check_size(rec.value, &self.config) {
+            return self.dead_letter(rec, reason, detail, out);
+        }
+        let decoded =
+            crate::json::decode_limited(rec.topic, rec.value, self.config.max_nesting_depth);
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
                 let (reason, detail) = decode::classify(&e);
                 return self.dead_letter(rec, reason, detail, out);
             }
         };
+        if let Err((reason, detail)) = decode::check_strings(&msg, &self.config) {
+            return self.dead_letter(rec, reason, detail, out);
+        }
         let t = match decode::event_time(&msg, self.zone, rec.kafka_timestamp_ms, &self.config) {
             Ok(t) => t,
             Err((reason, detail)) => return self.dead_letter(rec, reason, detail, out),
@@ -477,56 +570,149 @@ impl Engine {
         out: &mut Output,
     ) {
         self.counters.dead[topic_index(rec.topic)][reason_index(reason)] += 1;
-        out.dead_letters.push(dead_letter_row(rec, reason, detail));
+        let keep = self.config.max_message_bytes;
+        out.dead_letters
+            .push(dead_letter_row(rec, reason, detail, keep));
     }
 
+    /// The id of `name`, interned if new; dead-letters the record when the interner is full.
+    /// A name interned for a record that is then refused is freed by [`Self::unused`].
     fn intern(&mut self, rec: &RawRecord<'_>, name: &str, out: &mut Output) -> Option<u32> {
         let id = self.names.intern(name, self.config.max_interned_strings);
-        if id.is_none() {
-            let detail = format!(
-                "cannot remember `{name}`: max_interned_strings = {} reached",
-                self.config.max_interned_strings
-            );
-            self.dead_letter(rec, DeadLetterReason::StateLimit, detail, out);
+        match id {
+            Some(_) => {
+                let held = self.names.len() as u64;
+                self.counters.peak_names = self.counters.peak_names.max(held);
+            }
+            None => {
+                let detail = format!(
+                    "cannot remember `{name}`: max_interned_strings = {} reached",
+                    self.config.max_interned_strings
+                );
+                self.dead_letter(rec, DeadLetterReason::StateLimit, detail, out);
+            }
         }
         id
     }
 
+    /// Frees the names a record interned if no key or vehicle held by a window uses them.
+    fn unused(&mut self, ids: &[u32]) {
+        for &id in ids {
+            self.names.free_if_unused(id);
+        }
+    }
+
+    /// Whether a record of `key` may enter query `q`: its key is held already or there is room
+    /// for one more. Dead-letters the record (as a whole, before it is accepted) if not.
+    fn admit_key(&mut self, q: Query, key: u64, rec: &RawRecord<'_>, out: &mut Output) -> bool {
+        let cap = self.config.max_keys_per_query;
+        if self.keys[census_index(q)].admits(key, cap) {
+            return true;
+        }
+        let detail = format!(
+            "{q}: max_keys_per_query = {cap} reached; a new key is taken once older keys \
+             leave the query's windows"
+        );
+        self.dead_letter(rec, DeadLetterReason::StateLimit, detail, out);
+        false
+    }
+
+    /// Records that query `q`'s windows hold `key` (with `names`) for a record at `t`, and the
+    /// high-water marks of its keys and windows.
+    fn hold_key(&mut self, q: Query, key: u64, t: Millis, names: [u32; 2]) {
+        let (spec, open) = match q {
+            Query::TransportMetrics => {
+                (self.config.transport_window, self.transport.open_windows())
+            }
+            Query::IncidentAggregations => {
+                (self.config.incident_window, self.incidents.open_windows())
+            }
+            Query::ParkingAggregations => (self.config.parking_window, self.parking.open_windows()),
+            _ => (self.config.traffic_window, self.traffic.open_windows()),
+        };
+        let until = spec.last_start(t) + spec.size_ms;
+        let census = &mut self.keys[census_index(q)];
+        if let Some(new) = census.record(key, until, names) {
+            for id in new.into_iter().filter(|&n| n != NO_NAME) {
+                self.names.retain(id);
+            }
+        }
+        let held = self.keys[census_index(q)].len() as u64;
+        let i = query_index(q);
+        self.counters.peak_keys[i] = self.counters.peak_keys[i].max(held);
+        self.counters.peak_windows[i] = self.counters.peak_windows[i].max(open as u64);
+    }
+
     /// Whether (device, t) was already seen inside the topic's horizon; remembers it if not.
-    fn is_duplicate(&mut self, topic: Topic, device: &str, t: Millis) -> bool {
+    fn seen(&mut self, topic: Topic, device: &str, t: Millis) -> Seen {
         let horizon = self.horizon(topic);
+        let cap = self.config.max_devices_per_topic;
         let state = &mut self.topics[topic_index(topic)];
         let floor = state
             .max_event_time
             .map_or(Millis::MIN, |m| m.saturating_sub(horizon));
-        let ring = state.dedup.entry(device_hash(device)).or_default();
+        let hash = device_hash(device);
+        if state.dedup.len() >= cap && !state.dedup.contains_key(&hash) {
+            return Seen::OverLimit;
+        }
+        let ring = state.dedup.entry(hash).or_default();
         while ring.front().is_some_and(|&f| f < floor) {
             ring.pop_front();
         }
         // Readings of one device nearly always arrive in order: append without searching.
-        if ring.back().is_none_or(|&last| t > last) {
+        let seen = if ring.back().is_none_or(|&last| t > last) {
             if t >= floor {
                 ring.push_back(t);
-                if ring.len() > MAX_DEDUP_PER_DEVICE {
-                    ring.pop_front();
-                    self.counters.dedup_evictions += 1;
-                }
             }
-            return false;
-        }
-        match ring.binary_search(&t) {
-            Ok(_) => true,
-            Err(at) => {
-                if t >= floor {
-                    ring.insert(at, t);
-                    if ring.len() > MAX_DEDUP_PER_DEVICE {
-                        ring.pop_front();
-                        self.counters.dedup_evictions += 1;
+            Seen::New
+        } else {
+            match ring.binary_search(&t) {
+                Ok(_) => Seen::Duplicate,
+                Err(at) => {
+                    if t >= floor {
+                        ring.insert(at, t);
                     }
+                    Seen::New
                 }
-                false
             }
+        };
+        if ring.len() > MAX_DEDUP_PER_DEVICE {
+            ring.pop_front();
+            self.counters.dedup_evictions += 1;
         }
+        let i = topic_index(topic);
+        let tracked = state.dedup.len() as u64;
+        self.counters.peak_devices[i] = self.counters.peak_devices[i].max(tracked);
+        seen
+    }
+
+    /// Duplicate detection for a record of `device`; dead-letters it (and says so) when it is a
+    /// duplicate or a new device over `max_devices_per_topic`.
+    fn is_new(
+        &mut self,
+        topic: Topic,
+        device: &str,
+        t: Millis,
+        rec: &RawRecord<'_>,
+        out: &mut Output,
+    ) -> bool {
+        let (reason, detail) = match self.seen(topic, device, t) {
+            Seen::New => return true,
+            Seen::Duplicate => (
+                DeadLetterReason::Duplicate,
+                format!("{device} at {} was already received", format_rfc3339(t)),
+            ),
+            Seen::OverLimit => (
+                DeadLetterReason::StateLimit,
+                format!(
+                    "{topic}: max_devices_per_topic = {} reached; a new device is tracked once \
+                     older ones fall out of the duplicate-detection horizon",
+                    self.config.max_devices_per_topic
+                ),
+            ),
+        };
+        self.dead_letter(rec, reason, detail, out);
+        false
     }
 
     /// How far behind the highest event time a duplicate is still detected: the watermark delay
@@ -547,6 +733,7 @@ impl Engine {
         if self.config.archive_raw {
             out.archive.push(ArchiveRecord {
                 topic,
+                position: rec.position,
                 event_time: t,
                 value: rec.value.to_vec(),
             });
@@ -591,6 +778,7 @@ impl Engine {
                     rec,
                     DeadLetterReason::StateLimit,
                     format!("{query}: {bound} reached; the record was not aggregated"),
+                    self.config.max_message_bytes,
                 ));
             }
         }
@@ -600,10 +788,23 @@ impl Engine {
     /// windows that became final.
     fn advance_watermark(&mut self, topic: Topic, t: Millis, out: &mut Output) {
         let state = &mut self.topics[topic_index(topic)];
-        if state.max_event_time.is_some_and(|m| m >= t) {
+        let before = state.max_event_time;
+        if before.is_some_and(|m| m >= t) {
             return;
         }
         state.max_event_time = Some(t);
+        self.close_windows(topic, t, out);
+        let w = t.saturating_sub(self.config.watermark_delay_ms);
+        self.expire_keys(topic, w);
+        let epoch = |m: Millis| m.div_euclid(DEDUP_SWEEP_MS);
+        if before.is_none_or(|b| epoch(b) != epoch(t)) {
+            self.sweep_dedup(topic);
+        }
+    }
+
+    /// Emits and frees the windows of `topic`'s queries that the watermark of a highest event
+    /// time `t` made final.
+    fn close_windows(&mut self, topic: Topic, t: Millis, out: &mut Output) {
         let w = t.saturating_sub(self.config.watermark_delay_ms);
         let mut emit = Emit {
             names: &self.names,
@@ -627,6 +828,43 @@ impl Engine {
                 .incidents
                 .advance(w, |s, e, k, a| emit.incidents(s, e, k, a, true)),
         }
+    }
+
+    /// Forgets the keys (and vehicles) of `topic`'s queries whose last window the watermark
+    /// `w` closed, releasing their names.
+    fn expire_keys(&mut self, topic: Topic, w: Millis) {
+        let names = &mut self.names;
+        let mut release = |id| names.release(id);
+        match topic {
+            Topic::Traffic => {
+                self.keys[census_index(Query::TrafficAggregations)].expire(w, &mut release)
+            }
+            Topic::Transport => {
+                self.keys[census_index(Query::TransportMetrics)].expire(w, &mut release);
+                self.vehicles.expire(w, &mut release);
+            }
+            Topic::Parking => {
+                self.keys[census_index(Query::ParkingAggregations)].expire(w, &mut release)
+            }
+            Topic::Incidents => {
+                self.keys[census_index(Query::IncidentAggregations)].expire(w, &mut release)
+            }
+        }
+    }
+
+    /// Records that the transport windows hold `vehicle` for a report at `t`.
+    fn hold_vehicle(&mut self, vehicle: u32, t: Millis) {
+        let spec = self.config.transport_window;
+        let until = spec.last_start(t) + spec.size_ms;
+        if self
+            .vehicles
+            .record(u64::from(vehicle), until, [vehicle, NO_NAME])
+            .is_some()
+        {
+            self.names.retain(vehicle);
+        }
+        let held = self.vehicles.len() as u64;
+        self.counters.peak_vehicles = self.counters.peak_vehicles.max(held);
     }
 
     fn alert(&mut self, query: Query, row: Row, out: &mut Output) {
@@ -676,15 +914,26 @@ impl Engine {
             return;
         };
         let Some(road) = self.intern(rec, &m.road_id, out) else {
-            return;
+            return self.unused(&[zone]);
         };
-        if self.is_duplicate(Topic::Traffic, &m.sensor_id, t) {
-            let detail = format!(
-                "{} at {} was already received",
-                m.sensor_id,
-                format_rfc3339(t)
-            );
-            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        self.traffic_reading(rec, m, t, [zone, road], out);
+        self.unused(&[zone, road]);
+    }
+
+    /// A valid traffic reading whose zone and road are interned.
+    fn traffic_reading(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &TrafficReading<'_>,
+        t: Millis,
+        [zone, road]: [u32; 2],
+        out: &mut Output,
+    ) {
+        let key = pack(zone, road);
+        if !self.admit_key(Query::TrafficAggregations, key, rec, out)
+            || !self.is_new(Topic::Traffic, &m.sensor_id, t, rec, out)
+        {
+            return;
         }
         self.accept(Topic::Traffic, t, rec, out);
         let c = &self.config;
@@ -713,7 +962,10 @@ impl Engine {
             vehicles: m.vehicle_flow,
         };
         let limits = self.limits();
-        let o = self.traffic.add(t, pack(zone, road), &input, limits);
+        let o = self.traffic.add(t, key, &input, limits);
+        if o == AddOutcome::Aggregated {
+            self.hold_key(Query::TrafficAggregations, key, t, [zone, road]);
+        }
         self.outcome(Query::TrafficAggregations, o, rec, &m.sensor_id, t, out);
         let o = self.mobility.add(t, 0, &input, limits);
         self.outcome(Query::MobilityIndex, o, rec, &m.sensor_id, t, out);
@@ -734,15 +986,35 @@ impl Engine {
             return;
         };
         let Some(vehicle) = self.intern(rec, &m.vehicle_id, out) else {
-            return;
+            return self.unused(&[line]);
         };
-        if self.is_duplicate(Topic::Transport, &m.vehicle_id, t) {
+        self.transport_report(rec, m, t, [line, vehicle], out);
+        self.unused(&[line, vehicle]);
+    }
+
+    /// A valid transport report whose line and vehicle are interned.
+    fn transport_report(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &TransportReading<'_>,
+        t: Millis,
+        [line, vehicle]: [u32; 2],
+        out: &mut Output,
+    ) {
+        let key = pack(0, line);
+        if !self.admit_key(Query::TransportMetrics, key, rec, out) {
+            return;
+        }
+        let cap = self.config.max_devices_per_topic;
+        if !self.vehicles.admits(u64::from(vehicle), cap) {
             let detail = format!(
-                "{} at {} was already received",
-                m.vehicle_id,
-                format_rfc3339(t)
+                "{}: max_devices_per_topic = {cap} vehicles held by its windows",
+                Query::TransportMetrics
             );
-            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+            return self.dead_letter(rec, DeadLetterReason::StateLimit, detail, out);
+        }
+        if !self.is_new(Topic::Transport, &m.vehicle_id, t, rec, out) {
+            return;
         }
         self.accept(Topic::Transport, t, rec, out);
         if m.occupancy_rate > self.config.overcrowded_occupancy_rate_pct {
@@ -769,7 +1041,11 @@ impl Engine {
             max_vehicles: self.config.max_vehicles_per_window,
         };
         let limits = self.limits();
-        let o = self.transport.add(t, pack(0, line), &input, limits);
+        let o = self.transport.add(t, key, &input, limits);
+        if o == AddOutcome::Aggregated {
+            self.hold_key(Query::TransportMetrics, key, t, [line, NO_NAME]);
+            self.hold_vehicle(vehicle, t);
+        }
         self.outcome(Query::TransportMetrics, o, rec, &m.vehicle_id, t, out);
         self.advance_watermark(Topic::Transport, t, out);
     }
@@ -781,19 +1057,30 @@ impl Engine {
         t: Millis,
         out: &mut Output,
     ) {
-        if let Err((reason, detail)) = decode::validate_parking(m) {
+        if let Err((reason, detail)) = decode::validate_parking(m, &self.config) {
             return self.dead_letter(rec, reason, detail, out);
         }
         let Some(zone) = self.intern(rec, &m.zone_id, out) else {
             return;
         };
-        if self.is_duplicate(Topic::Parking, &m.parking_id, t) {
-            let detail = format!(
-                "{} at {} was already received",
-                m.parking_id,
-                format_rfc3339(t)
-            );
-            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        self.parking_reading(rec, m, t, zone, out);
+        self.unused(&[zone]);
+    }
+
+    /// A valid parking reading whose zone is interned.
+    fn parking_reading(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &ParkingReading<'_>,
+        t: Millis,
+        zone: u32,
+        out: &mut Output,
+    ) {
+        let key = pack(0, zone);
+        if !self.admit_key(Query::ParkingAggregations, key, rec, out)
+            || !self.is_new(Topic::Parking, &m.parking_id, t, rec, out)
+        {
+            return;
         }
         self.accept(Topic::Parking, t, rec, out);
         let input = ParkingInput {
@@ -801,7 +1088,10 @@ impl Engine {
             available: m.available_spaces,
         };
         let limits = self.limits();
-        let o = self.parking.add(t, pack(0, zone), &input, limits);
+        let o = self.parking.add(t, key, &input, limits);
+        if o == AddOutcome::Aggregated {
+            self.hold_key(Query::ParkingAggregations, key, t, [zone, NO_NAME]);
+        }
         self.outcome(Query::ParkingAggregations, o, rec, &m.parking_id, t, out);
         self.advance_watermark(Topic::Parking, t, out);
     }
@@ -813,19 +1103,34 @@ impl Engine {
         t: Millis,
         out: &mut Output,
     ) {
-        if let Err((reason, detail)) = decode::validate_incident(m) {
+        if let Err((reason, detail)) = decode::validate_incident(m, &self.config) {
             return self.dead_letter(rec, reason, detail, out);
         }
         let Some(zone) = self.intern(rec, &m.location.zone_id, out) else {
             return;
         };
-        if self.is_duplicate(Topic::Incidents, &m.incident_id, t) {
-            let detail = format!(
-                "{} at {} was already received",
-                m.incident_id,
-                format_rfc3339(t)
-            );
-            return self.dead_letter(rec, DeadLetterReason::Duplicate, detail, out);
+        self.incident_report(rec, m, t, zone, out);
+        self.unused(&[zone]);
+    }
+
+    /// A valid incident whose zone is interned.
+    fn incident_report(
+        &mut self,
+        rec: &RawRecord<'_>,
+        m: &Incident<'_>,
+        t: Millis,
+        zone: u32,
+        out: &mut Output,
+    ) {
+        let sev = Severity::ALL
+            .iter()
+            .position(|s| *s == m.severity)
+            .unwrap_or(0) as u32;
+        let key = pack(zone, sev);
+        if !self.admit_key(Query::IncidentAggregations, key, rec, out)
+            || !self.is_new(Topic::Incidents, &m.incident_id, t, rec, out)
+        {
+            return;
         }
         self.accept(Topic::Incidents, t, rec, out);
         if matches!(m.severity, Severity::High | Severity::Critical) {
@@ -850,12 +1155,11 @@ impl Engine {
             };
             self.alert(Query::CriticalIncidents, row, out);
         }
-        let sev = Severity::ALL
-            .iter()
-            .position(|s| *s == m.severity)
-            .unwrap_or(0) as u32;
         let limits = self.limits();
-        let o = self.incidents.add(t, pack(zone, sev), &(), limits);
+        let o = self.incidents.add(t, key, &(), limits);
+        if o == AddOutcome::Aggregated {
+            self.hold_key(Query::IncidentAggregations, key, t, [zone, NO_NAME]);
+        }
         self.outcome(Query::IncidentAggregations, o, rec, &m.incident_id, t, out);
         self.advance_watermark(Topic::Incidents, t, out);
     }
@@ -863,7 +1167,11 @@ impl Engine {
     /// Processing time moved to `now_ms`: runs the update-mode trigger when it is due (every
     /// `trigger_interval_ms`, on multiples of it) and flags a console refresh when that is due.
     pub fn tick(&mut self, now_ms: Millis, out: &mut Output) {
-        let next = |now: Millis, every: Millis| (now.div_euclid(every) + 1) * every;
+        // Saturating: a shell that derives processing time from record timestamps (the replay
+        // does) may hand over any value.
+        let next = |now: Millis, every: Millis| {
+            (now.div_euclid(every).saturating_add(1)).saturating_mul(every)
+        };
         match self.next_trigger_ms {
             Some(due) if now_ms >= due => {
                 self.trigger(out);
@@ -890,8 +1198,7 @@ impl Engine {
         }
     }
 
-    /// Emits every window changed since the last trigger as a partial row, and forgets
-    /// duplicate-detection entries that fell out of their horizon.
+    /// Emits every window changed since the last trigger as a partial row.
     pub fn trigger(&mut self, out: &mut Output) {
         let mut emit = Emit {
             names: &self.names,
@@ -908,24 +1215,23 @@ impl Engine {
             .drain_dirty(|s, e, _, a| emit.mobility(s, e, a, false));
         self.parking
             .drain_dirty(|s, e, k, a| emit.parking(s, e, k, a, false));
-        self.sweep_dedup();
     }
 
-    fn sweep_dedup(&mut self) {
-        for topic in Topic::ALL {
-            let horizon = self.horizon(topic);
-            let state = &mut self.topics[topic_index(topic)];
-            let Some(max) = state.max_event_time else {
-                continue;
-            };
-            let floor = max.saturating_sub(horizon);
-            state.dedup.retain(|_, ring| {
-                while ring.front().is_some_and(|&f| f < floor) {
-                    ring.pop_front();
-                }
-                !ring.is_empty()
-            });
-        }
+    /// Forgets a topic's duplicate-detection entries that fell out of their horizon, and the
+    /// devices left with none.
+    fn sweep_dedup(&mut self, topic: Topic) {
+        let horizon = self.horizon(topic);
+        let state = &mut self.topics[topic_index(topic)];
+        let Some(max) = state.max_event_time else {
+            return;
+        };
+        let floor = max.saturating_sub(horizon);
+        state.dedup.retain(|_, ring| {
+            while ring.front().is_some_and(|&f| f < floor) {
+                ring.pop_front();
+            }
+            !ring.is_empty()
+        });
     }
 
     /// End of input: every open window becomes final and is emitted.
@@ -945,6 +1251,10 @@ impl Engine {
             .flush(|s, e, _, a| emit.mobility(s, e, a, true));
         self.parking
             .flush(|s, e, k, a| emit.parking(s, e, k, a, true));
+        let names = &mut self.names;
+        for census in self.keys.iter_mut().chain([&mut self.vehicles]) {
+            census.clear(|id| names.release(id));
+        }
     }
 
     /// The current (partial) rows of every open window, changing nothing: the console's view.
@@ -970,14 +1280,51 @@ impl Engine {
     }
 }
 
-fn dead_letter_row(rec: &RawRecord<'_>, reason: DeadLetterReason, detail: String) -> DeadLetter {
-    let (raw, raw_hex) = match std::str::from_utf8(rec.value) {
-        Ok(s) => (Some(s.to_owned()), None),
-        Err(_) => (None, Some(hex::encode(rec.value))),
+/// Longest key and detail a dead letter carries, bytes: both may hold input of any length.
+const MAX_DEAD_LETTER_TEXT: usize = 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary) with every NUL replaced: the
+/// databases store dead letters as text, and PostgreSQL refuses a NUL in text.
+fn storable(text: &str, max: usize) -> String {
+    let text = match text.contains('\0') {
+        true => std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}")),
+        false => std::borrow::Cow::Borrowed(text),
+    };
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A dead letter of `rec` keeping at most `keep` bytes of its value: as text when they are
+/// UTF-8 without a NUL, else as hex.
+fn dead_letter_row(
+    rec: &RawRecord<'_>,
+    reason: DeadLetterReason,
+    detail: String,
+    keep: usize,
+) -> DeadLetter {
+    let value = &rec.value[..rec.value.len().min(keep)];
+    let (raw, raw_hex) = match std::str::from_utf8(value) {
+        Ok(s) if !s.contains('\0') => (Some(s.to_owned()), None),
+        // A cut inside a character: the text up to it.
+        Err(e) if e.error_len().is_none() && value.len() < rec.value.len() => {
+            let text = std::str::from_utf8(&value[..e.valid_up_to()]).unwrap_or_default();
+            match text.contains('\0') {
+                false => (Some(text.to_owned()), None),
+                true => (None, Some(hex::encode(value))),
+            }
+        }
+        _ => (None, Some(hex::encode(value))),
+    };
+    let detail = match detail.len() > MAX_DEAD_LETTER_TEXT || detail.contains('\0') {
+        true => storable(&detail, MAX_DEAD_LETTER_TEXT),
+        false => detail,
     };
     DeadLetter {
         topic: rec.topic,
-        key: String::from_utf8_lossy(rec.key).into_owned(),
+        key: storable(&String::from_utf8_lossy(rec.key), MAX_DEAD_LETTER_TEXT),
         position: rec.position,
         kafka_timestamp: rec.kafka_timestamp_ms,
         reason,

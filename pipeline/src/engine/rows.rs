@@ -405,13 +405,17 @@ pub enum DeadLetterReason {
     FutureTimestamp,
     /// The same (device, timestamp) was already seen inside the watermark horizon.
     Duplicate,
-    /// A bound on engine state (open windows, keys, interned strings) was hit.
+    /// A bound on engine state (open windows, keys, interned strings, devices) was hit.
     StateLimit,
+    /// The message is beyond what the pipeline takes: more bytes than `max_message_bytes`, a
+    /// string longer than `max_string_bytes` or holding a NUL, nesting deeper than
+    /// `max_nesting_depth`.
+    InputLimit,
 }
 
 impl DeadLetterReason {
     /// All reasons, in a fixed order.
-    pub const ALL: [DeadLetterReason; 8] = [
+    pub const ALL: [DeadLetterReason; 9] = [
         DeadLetterReason::MalformedJson,
         DeadLetterReason::MissingField,
         DeadLetterReason::WrongType,
@@ -420,6 +424,7 @@ impl DeadLetterReason {
         DeadLetterReason::FutureTimestamp,
         DeadLetterReason::Duplicate,
         DeadLetterReason::StateLimit,
+        DeadLetterReason::InputLimit,
     ];
 
     /// The wire name.
@@ -433,6 +438,7 @@ impl DeadLetterReason {
             DeadLetterReason::FutureTimestamp => "future_timestamp",
             DeadLetterReason::Duplicate => "duplicate",
             DeadLetterReason::StateLimit => "state_limit",
+            DeadLetterReason::InputLimit => "input_limit",
         }
     }
 }
@@ -503,6 +509,8 @@ pub struct LateRecord {
 pub struct ArchiveRecord {
     /// Topic.
     pub topic: Topic,
+    /// Where the record was read (its idempotency key in the in-memory store).
+    pub position: SourcePosition,
     /// Event time.
     pub event_time: Millis,
     /// The record's JSON bytes.

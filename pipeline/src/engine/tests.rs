@@ -730,12 +730,12 @@ fn naive_timestamps_use_the_configured_zone() {
     );
 }
 
-// Proves bounds: over max_open_windows a record is refused, dead-lettered as state_limit and
-// counted, and conservation still holds.
+// Proves bounds: over max_keys_per_window a record is refused by the query, dead-lettered as
+// state_limit and counted, and conservation still holds.
 #[test]
 fn state_bounds_are_counted() {
     let config = EngineConfig {
-        max_open_windows: 5,
+        max_keys_per_window: 1,
         ..EngineConfig::default()
     };
     let mut h = Harness::with(config);
@@ -756,7 +756,7 @@ fn state_bounds_are_counted() {
     h.feed(
         Topic::Traffic,
         0,
-        &traffic("TS-1", "z", "r", MINUTE_MS, 30.0, 10.0, 1),
+        &traffic("TS-2", "z", "r2", 40 * SECOND_MS, 30.0, 10.0, 1),
     );
     assert_eq!(
         h.engine.counters().queries[&Query::TrafficAggregations].over_limit,
@@ -948,3 +948,5 @@ fn checkpoint_restore_is_seamless() {
     assert_eq!(all(&h.out), all(&whole));
     assert!(parse(&at(0)).is_ok());
 }
+
+mod limits;

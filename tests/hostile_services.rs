@@ -1,0 +1,75 @@
+//! Issue 11's hostile input through the real services: `scenarios/hostile_input.toml` (the
+//! 20,000-key flood, oversize, deeply nested, non-UTF-8, huge-number and random messages amid the
+//! thesis city) produced to Kafka and consumed by the streaming job (`pipeline::streaming`), its
+//! rows read back from MongoDB and PostgreSQL.
+//!
+//! Needs `KAFKA_BOOTSTRAP_SERVERS`, `MONGODB_URI` and `POSTGRES_URL` (`eval "$(bash
+//! scripts/services.sh env)"`); run with
+//! `cargo test -p smart-city --features services --test hostile_services -- --include-ignored`.
+//! Not in `.ci/run` yet: on FerretDB 1.24 the MongoDB sink cannot write the flood's dead letters
+//! (a batch of about 3,800) within its 30 s timeout, and the job stops; it goes in with the
+//! MongoDB sink's bounded, faster dead-letter writes (issue 10, item 4).
+#![cfg(feature = "services")]
+
+use std::path::Path;
+
+/// Simulated seconds per wall second.
+const SPEED: f64 = 25.0;
+
+fn require_services() {
+    for var in ["KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI", "POSTGRES_URL"] {
+        if std::env::var(var).is_err() {
+            panic!(
+                "{var} is not set: start the services with `bash scripts/services.sh up` and \
+                 `eval \"$(bash scripts/services.sh env)\"`"
+            );
+        }
+    }
+}
+
+/// The peak resident memory of this process so far, kB (the job runs in it).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// Proves the hostile flood does not stop the streaming job or its sinks: every record produced
+// to Kafka reached the engine, the job kept up with the replay, the engine's state stayed within
+// its bounds, every hostile record was dead-lettered with its reason, the city's own rows in
+// MongoDB (and, by the built-in check, PostgreSQL) equal those of the run without the hostile
+// records, and the databases hold exactly the memory backend's rows.
+#[test]
+#[ignore = "needs the services"]
+fn hostile_input_on_services() {
+    require_services();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/hostile_input.toml");
+    let options = simulator::RunOptions {
+        backend: Some(simulator::Backend::Services),
+        speed: Some(SPEED),
+        ..Default::default()
+    };
+    let on_services = simulator::run_file(&path, &options)
+        .unwrap_or_else(|e| panic!("hostile_input on services: the run failed: {e}"));
+    eprintln!("{}", on_services.summary());
+    eprintln!(
+        "peak RSS of the test process (job, producer and read-back): {:?} kB",
+        peak_rss_kb()
+    );
+    let in_memory = simulator::run_file(&path, &simulator::RunOptions::default())
+        .unwrap_or_else(|e| panic!("hostile_input in memory: {e}"));
+    assert!(
+        in_memory.passed,
+        "hostile_input in memory:\n{}",
+        in_memory.failures()
+    );
+    assert!(
+        on_services.passed,
+        "hostile_input on services at {SPEED}x:\n{}",
+        on_services.failures()
+    );
+    assert_eq!(
+        on_services.digest, in_memory.digest,
+        "hostile_input: services and memory digests differ"
+    );
+}
