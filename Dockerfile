@@ -5,7 +5,7 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # rdkafka builds its bundled librdkafka with the compiler and make already in this image.
 COPY . .
-RUN cargo build --release -p pipeline -p generator -p simulator --features pipeline/services,generator/kafka
+RUN cargo build --release -p pipeline -p generator -p simulator --features pipeline/services,generator/kafka,generator/postgres
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -39,6 +39,10 @@ pub struct GeneratorConfig {
     pub overcrowding: Vec<OvercrowdingEntry>,
     /// Injected faults, with their ground-truth labels on the records.
     pub fault: Vec<FaultSpec>,
+    /// Hostile records sent on top of the city's (key floods, oversize and deeply nested
+    /// messages, invalid UTF-8, huge numbers, random bytes). They draw from streams of their own,
+    /// so the city's records are the same with or without them.
+    pub hostile: Vec<HostileSpec>,
 }
 
 impl Default for GeneratorConfig {
@@ -57,6 +61,7 @@ impl Default for GeneratorConfig {
             incident_burst: Vec::new(),
             overcrowding: Vec::new(),
             fault: Vec::new(),
+            hostile: Vec::new(),
         }
     }
 }
@@ -205,6 +210,61 @@ pub struct OvercrowdingEntry {
     pub to: Option<String>,
     /// Occupancy, percent of capacity (0-100]; above 90 fires transport alerts.
     pub occupancy_rate_pct: f64,
+}
+
+/// What a hostile entry sends, on `traffic-sensors`: each record a traffic reading of a sensor
+/// of its own (`HX-<entry>-<n>`), timestamped when it is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostileKind {
+    /// A valid reading naming a new zone and road (`hostile-zone-<entry>-<n>`,
+    /// `hostile-road-<entry>-<n>`) each time: the key flood of issue 11.
+    KeyFlood,
+    /// A valid reading whose `road_name` pads the message to `size` bytes (default 900,000).
+    Oversize,
+    /// A valid reading with an extra member nested `size` arrays deep (default 1,000).
+    DeepNesting,
+    /// A reading whose `road_name` holds bytes that are not UTF-8.
+    InvalidUtf8,
+    /// A reading with a number out of every range, in turn: `vehicle_flow` = 2^63 - 1, `speed_kmh`
+    /// = 1e400, `occupancy_percent` = 1e308, `vehicle_flow` = 10^20.
+    HugeNumber,
+    /// `size` random bytes (default 256).
+    RandomBytes,
+}
+
+impl HostileKind {
+    /// The name as written in config.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HostileKind::KeyFlood => "key_flood",
+            HostileKind::Oversize => "oversize",
+            HostileKind::DeepNesting => "deep_nesting",
+            HostileKind::InvalidUtf8 => "invalid_utf8",
+            HostileKind::HugeNumber => "huge_number",
+            HostileKind::RandomBytes => "random_bytes",
+        }
+    }
+}
+
+/// Hostile records: `count` of one kind, spread evenly over `duration_s` from `at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostileSpec {
+    /// What is sent.
+    pub kind: HostileKind,
+    /// When it starts: `"HH:MM"` (every day) or an RFC 3339 instant.
+    pub at: String,
+    /// The records are spread evenly over this many seconds from `at` (0: all at `at`).
+    #[serde(default)]
+    pub duration_s: u64,
+    /// Records sent (each day, for an `"HH:MM"` start).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Message size in bytes (`oversize`, `random_bytes`) or nesting depth (`deep_nesting`);
+    /// the kind's default when absent.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// The kinds of injected fault; also the ground-truth label on a faulty record.

@@ -122,6 +122,7 @@ pub struct Generator {
     overcrowding: Vec<(usize, TimeRange, f64)>,
     bursts: Vec<Burst>,
     faults: Vec<Fault>,
+    hostile: Vec<crate::hostile::Hostile>,
     max_delay_ms: Millis,
     schedule: Vec<Slot>,
 }
@@ -425,6 +426,7 @@ impl Generator {
             });
         }
         let max_delay_ms = faults.iter().map(|f| f.delay_ms).max().unwrap_or(0);
+        let hostile = crate::hostile::compile(&c.hostile).map_err(|(f, r)| invalid(f, r))?;
 
         // Each device reports at a fixed phase inside the tick, from a hash of its id, so the
         // load is spread and adding devices moves no one else.
@@ -462,6 +464,7 @@ impl Generator {
             overcrowding,
             bursts,
             faults,
+            hostile,
             max_delay_ms,
             schedule,
         })
@@ -529,30 +532,50 @@ impl Generator {
             .map(|f| f.speed_kmh)
     }
 
+    /// The times inside `[start, end)` of `count` events spread over `duration_ms` from `at`
+    /// (each day, for a time of day), with their index in the occurrence.
+    fn occurrences(&self, at: TimeSpec, duration_ms: Millis, count: u32) -> Vec<(Millis, u32)> {
+        let bases: Vec<Millis> = match at {
+            TimeSpec::Instant(t) => vec![t],
+            TimeSpec::DayTime(tod) => {
+                // From the day before the start (an occurrence may run over midnight) to the end.
+                let first = self.start_ms.div_euclid(DAY_MS) - 1 - duration_ms / DAY_MS;
+                let last = self.end_ms.div_euclid(DAY_MS);
+                (first..=last).map(|d| d * DAY_MS + tod).collect()
+            }
+        };
+        let mut times = Vec::new();
+        for base in bases {
+            if base >= self.end_ms || base + duration_ms < self.start_ms {
+                continue;
+            }
+            for i in 0..count {
+                let t = base + i64::from(i) * duration_ms / i64::from(count);
+                if (self.start_ms..self.end_ms).contains(&t) {
+                    times.push((t, i));
+                }
+            }
+        }
+        times
+    }
+
     /// All burst occurrences inside `[start, end)`: (time, burst, index in the occurrence).
     fn burst_events(&self) -> Vec<(Millis, usize, u32)> {
         let mut events = Vec::new();
         for (b, burst) in self.bursts.iter().enumerate() {
-            let bases: Vec<Millis> = match burst.at {
-                TimeSpec::Instant(t) => vec![t],
-                TimeSpec::DayTime(tod) => {
-                    // From the day before the start (a burst may run over midnight) to the end.
-                    let first = self.start_ms.div_euclid(DAY_MS) - 1 - burst.duration_ms / DAY_MS;
-                    let last = self.end_ms.div_euclid(DAY_MS);
-                    (first..=last).map(|d| d * DAY_MS + tod).collect()
-                }
-            };
-            for base in bases {
-                if base >= self.end_ms || base + burst.duration_ms < self.start_ms {
-                    continue;
-                }
-                for i in 0..burst.count {
-                    let t = base + i64::from(i) * burst.duration_ms / i64::from(burst.count);
-                    if (self.start_ms..self.end_ms).contains(&t) {
-                        events.push((t, b, i));
-                    }
-                }
-            }
+            let times = self.occurrences(burst.at, burst.duration_ms, burst.count);
+            events.extend(times.into_iter().map(|(t, i)| (t, b, i)));
+        }
+        events.sort_unstable();
+        events
+    }
+
+    /// All hostile records inside `[start, end)`: (time, entry, index in the occurrence).
+    fn hostile_events(&self) -> Vec<(Millis, usize, u32)> {
+        let mut events = Vec::new();
+        for (e, h) in self.hostile.iter().enumerate() {
+            let times = self.occurrences(h.at, h.duration_ms, h.count);
+            events.extend(times.into_iter().map(|(t, i)| (t, e, i)));
         }
         events.sort_unstable();
         events
@@ -637,6 +660,9 @@ pub struct Records<'c> {
     burst_rngs: Vec<ChaCha8Rng>,
     burst_events: Vec<(Millis, usize, u32)>,
     burst_pos: usize,
+    hostile_rngs: Vec<ChaCha8Rng>,
+    hostile_events: Vec<(Millis, usize, u32)>,
+    hostile_pos: usize,
     next_check_ms: Millis,
     incidents_made: u64,
     last: Option<LastValues>,
@@ -695,6 +721,11 @@ impl<'c> Records<'c> {
                 .collect(),
             burst_events: g.burst_events(),
             burst_pos: 0,
+            hostile_rngs: (0..g.hostile.len())
+                .map(|i| s.stream("hostile", &i.to_string()))
+                .collect(),
+            hostile_events: g.hostile_events(),
+            hostile_pos: 0,
             next_check_ms: g.start_ms,
             incidents_made: 0,
             last: has_stuck.then(|| LastValues {
@@ -826,6 +857,19 @@ impl<'c> Records<'c> {
             if let Some(record) = self.finish(record, fault, None) {
                 self.push(record.produce_time_ms, record);
             }
+        }
+    }
+
+    /// Queues every hostile record due at or before `until`.
+    fn pump_hostile(&mut self, until: Millis) {
+        while let Some(&(t, e, i)) = self.hostile_events.get(self.hostile_pos) {
+            if t > until {
+                return;
+            }
+            self.hostile_pos += 1;
+            let record =
+                crate::hostile::record(&self.g.hostile[e], e, i, t, &mut self.hostile_rngs[e]);
+            self.push(t, record);
         }
     }
 
@@ -1095,6 +1139,7 @@ impl<'c> Iterator for Records<'c> {
         loop {
             let t = self.next_reading_time();
             self.pump_incidents(t);
+            self.pump_hostile(t);
             if self.heap.peek().is_some_and(|p| p.time <= t) {
                 return self.heap.pop().map(|p| p.record);
             }

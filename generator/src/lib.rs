@@ -4,7 +4,7 @@
 //! 5 roads, 21 traffic sensors, 8 bus lines with 33 buses, 12 car parks) reporting once per 5 s
 //! tick = exactly 792 messages a minute on the three counted topics, random incidents on top, and
 //! scenario knobs that bend it (demand, forced congestion, incident bursts, overcrowding, faults
-//! with ground-truth labels).
+//! with ground-truth labels, hostile records on top).
 //!
 //! - [`city`]: the city and its devices.
 //! - [`config`]: the knobs, TOML-friendly, embedded by scenario files as `[generator]`.
@@ -13,8 +13,11 @@
 //! - [`Generator`] / [`Records`]: the records, in produce-time order.
 //! - [`Record`]: one Kafka record, its value bytes and its JSONL line.
 //!
+//! - [`backfill`] (feature `postgres`): a seeded history written into the PostgreSQL archive.
+//!
 //! **Invariant:** the crate reads no clock and no entropy, and does no I/O; the `generator`
-//! binary is a thin shell that writes the records out.
+//! binary is a thin shell that writes the records out. The one exception is [`backfill`], a
+//! shell around [`Generator::records`] behind its own feature.
 //!
 //! ```
 //! use generator::{Generator, GeneratorConfig};
@@ -28,10 +31,13 @@
 //! assert!(jsonl.starts_with(b"{\"topic\":"));
 //! ```
 
+#[cfg(feature = "postgres")]
+pub mod backfill;
 pub mod city;
 pub mod config;
 mod fault;
 mod generator;
+mod hostile;
 mod incident;
 pub mod physics;
 mod record;
@@ -40,8 +46,8 @@ mod timespec;
 
 pub use city::{City, DeviceRef};
 pub use config::{
-    CongestionEntry, DemandEntry, FaultKind, FaultSpec, GeneratorConfig, IncidentBurst,
-    OvercrowdingEntry, ProfileEntry, SeverityWeights,
+    CongestionEntry, DemandEntry, FaultKind, FaultSpec, GeneratorConfig, HostileKind, HostileSpec,
+    IncidentBurst, OvercrowdingEntry, ProfileEntry, SeverityWeights,
 };
 pub use generator::{ConfigError, Generator, MAX_BURST_COUNT, MAX_LOAD_FACTOR, Records};
 pub use record::{Payload, Record};

@@ -1,5 +1,6 @@
 //! `generator`: writes the seeded smart-city records as JSONL, ordered by produce time, or
-//! (`generator produce`, feature `kafka`) publishes them to Kafka.
+//! (`generator produce`, feature `kafka`) publishes them to Kafka, or (`generator backfill`,
+//! feature `postgres`) writes a history of them into the PostgreSQL raw archive.
 //!
 //! A thin shell over the library: it reads the configuration (built-in thesis city, then the
 //! `GENERATION_INTERVAL` environment variable, then `--config`, then the flags), runs the
@@ -35,6 +36,47 @@ enum Command {
     /// `GENERATION_INTERVAL`, accelerated by `--speed`, or as fast as possible (`--max-speed`).
     /// Needs the `kafka` feature.
     Produce(ProduceArgs),
+    /// Write a seeded history (`--days` before `--end`, one reading per device every
+    /// `--resolution`, incidents on top) straight into the PostgreSQL raw archive with binary
+    /// COPY, replacing the archive's rows of that span. Needs the `postgres` feature.
+    Backfill(BackfillArgs),
+}
+
+/// Flags of `generator backfill`.
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    /// Seed of every random stream (required): the same seed gives the same rows.
+    #[arg(long, value_name = "U64")]
+    seed: Option<u64>,
+    /// Days of history.
+    #[arg(long, default_value_t = 180)]
+    days: u32,
+    /// One reading per device every so often: 5m, 1m, 30s, 1h ...
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_s)]
+    resolution: u64,
+    /// First instant after the history, RFC 3339 (default: the configuration's `start`, so the
+    /// history ends where the live generator begins).
+    #[arg(long, value_name = "RFC3339")]
+    end: Option<String>,
+    /// A generator configuration in TOML, or a scenario file with a `[generator]` table (its
+    /// start, duration and tick are replaced by the backfill's span and resolution).
+    #[arg(long, value_name = "TOML")]
+    config: Option<PathBuf>,
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/smart_city",
+        hide_env_values = true
+    )]
+    postgres_url: String,
+    /// PostgreSQL schema of the archive tables.
+    #[arg(long, env = "POSTGRES_SCHEMA", default_value = "public")]
+    postgres_schema: String,
+    /// Attempts to reach PostgreSQL at start, one second apart; 0 (the default) waits until it
+    /// answers.
+    #[arg(long, env = "READY_ATTEMPTS", default_value_t = 0)]
+    ready_attempts: u32,
 }
 
 /// Flags of `generator produce`.
@@ -255,8 +297,81 @@ fn main() -> Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => run(args),
         Some(Command::Produce(args)) => produce_command(args),
+        Some(Command::Backfill(args)) => backfill_command(args),
         None => run(cli.generate),
     }
+}
+
+#[cfg(feature = "postgres")]
+fn backfill_command(args: BackfillArgs) -> Result<()> {
+    use generator::backfill::{self, Target};
+
+    let Some(seed) = args.seed else {
+        bail!("--seed is required: the seed makes the history reproducible (e.g. --seed 42)");
+    };
+    if args.days == 0 || args.resolution == 0 {
+        bail!("--days and --resolution must be positive");
+    }
+    let base = match &args.config {
+        Some(path) => read_config_file(path, None)?,
+        None => GeneratorConfig::default(),
+    };
+    let end = args.end.as_deref().unwrap_or(&base.start);
+    let end_ms = pipeline::time::parse(end)
+        .ok()
+        .and_then(|t| t.utc_millis())
+        .with_context(|| format!("--end `{end}` is not an RFC 3339 instant"))?;
+    let config = backfill::config(&base, end_ms, args.days, args.resolution * 1000);
+    let generator = Generator::new(&config, seed)?;
+    let target = Target {
+        url: args.postgres_url.clone(),
+        schema: args.postgres_schema.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    eprintln!(
+        "backfill: {} days from {} at one reading per device every {} s, seed {seed}",
+        args.days, config.start, args.resolution
+    );
+    let report = runtime.block_on(async {
+        let client =
+            pipeline::batch::wait_for_postgres(&args.postgres_url, args.ready_attempts).await?;
+        backfill::run(&generator, client, &target, |p| {
+            eprintln!(
+                "backfill: {:>3.0} %  {:>9} rows  {:>6.1} s  {:>9.0} rows/s",
+                p.done * 100.0,
+                p.rows,
+                p.elapsed_s,
+                p.rows as f64 / p.elapsed_s.max(1e-9)
+            );
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    let tables: Vec<String> = report
+        .rows
+        .iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
+    println!(
+        "Backfilled {} rows ({}) in {:.2} s: {:.0} rows/s; {} rows of the span replaced",
+        report.total(),
+        tables.join(", "),
+        report.elapsed_s,
+        report.total() as f64 / report.elapsed_s.max(1e-9),
+        report.replaced
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+fn backfill_command(_: BackfillArgs) -> Result<()> {
+    bail!(
+        "this `generator` was built without the `postgres` feature; rebuild with \
+         `cargo build --release -p generator --features postgres` to backfill the archive"
+    )
 }
 
 #[cfg(feature = "kafka")]
