@@ -75,6 +75,33 @@ fn sensor_faults() {
     passes_twice("sensor_faults");
 }
 
+// Proves the key flood and the malformed, oversize, deep and huge messages of issue 11 leave the
+// engine within its bounds, are each dead-lettered with their reason, and leave the city's own
+// rows exactly those of the run without them.
+#[test]
+fn hostile_input() {
+    let r = passes_twice("hostile_input");
+    let clean = r
+        .expectations
+        .iter()
+        .find(|v| v.check.contains("without hostile input"))
+        .expect("the clean-run comparison ran");
+    assert!(clean.pass, "{clean:?}");
+}
+
+// Proves crashes with writes in flight, sink outages, a slow database, Kafka away, lagging and
+// redelivering partitions lose and duplicate nothing: the digest equals the fault-free run's.
+#[test]
+fn job_faults() {
+    let r = passes_twice("job_faults");
+    let same = r
+        .expectations
+        .iter()
+        .find(|v| v.check.contains("fault-free"))
+        .expect("the fault-free comparison ran");
+    assert!(same.pass, "{same:?}");
+}
+
 // Proves every scenario in the folder is covered by a test above.
 #[test]
 fn every_shipped_scenario_is_tested() {
@@ -89,7 +116,9 @@ fn every_shipped_scenario_is_tested() {
     assert_eq!(
         names,
         [
+            "hostile_input",
             "incident_storm",
+            "job_faults",
             "load_10x",
             "rush_hour",
             "sensor_faults",

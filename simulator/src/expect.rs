@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::run::RunResult;
 use crate::scenario::{
-    Aggregation, Comparison, CountExpectation, CountMetric, FaultExpectation, FaultOutcome,
-    PerformanceExpectation, PerformanceMetric, RowExpectation, Scenario, Stat, instant,
+    Aggregation, CleanRunExpectation, Comparison, CountExpectation, CountMetric, FaultExpectation,
+    FaultOutcome, PerformanceExpectation, PerformanceMetric, RowExpectation, Scenario, Stat,
+    instant,
 };
 
 /// The outcome of one expectation.
@@ -370,6 +371,10 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
             .filter(|(t, _)| topic.is_none_or(|x| **t == x))
             .map(|(_, c)| c.accepted)
             .sum(),
+        CountMetric::PeakKeys => peak_of(&run.counters.peaks.keys_per_query, query),
+        CountMetric::PeakOpenWindows => peak_of(&run.counters.peaks.open_windows, query),
+        CountMetric::PeakInternedStrings => run.counters.peaks.interned_strings,
+        CountMetric::PeakDevices => peak_of(&run.counters.peaks.devices_per_topic, topic),
     };
     let metric = serde_json::to_value(e.metric)
         .ok()
@@ -395,11 +400,113 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
     }
 }
 
+/// The peak of `only`, or the largest of all.
+fn peak_of<K: Ord>(peaks: &std::collections::BTreeMap<K, u64>, only: Option<K>) -> u64 {
+    match only {
+        Some(k) => peaks.get(&k).copied().unwrap_or(0),
+        None => peaks.values().copied().max().unwrap_or(0),
+    }
+}
+
+/// Every final row of the compared queries that the clean run wrote is in `run`, equal.
+fn check_clean(e: &CleanRunExpectation, run: &RunResult, clean: &RunResult) -> Verdict {
+    let queries: Vec<Query> = match e.queries.is_empty() {
+        true => Query::ALL.to_vec(),
+        false => e.queries.iter().filter_map(|q| q.parse().ok()).collect(),
+    };
+    let finals = |r: &RunResult, q: Query| -> std::collections::BTreeMap<String, Value> {
+        r.documents
+            .collection(q)
+            .filter(|row| row.is_final)
+            .filter_map(|row| Some((row.id.clone(), serde_json::to_value(row).ok()?)))
+            .collect()
+    };
+    let (mut equal, mut differ, mut missing, mut extra) = (0, Vec::new(), Vec::new(), 0);
+    for q in &queries {
+        let here = finals(run, *q);
+        let there = finals(clean, *q);
+        for (id, row) in &there {
+            match here.get(id) {
+                Some(h) if h == row => equal += 1,
+                Some(_) => differ.push(id.clone()),
+                None => missing.push(id.clone()),
+            }
+        }
+        extra += here.keys().filter(|id| !there.contains_key(*id)).count();
+    }
+    let names: Vec<&str> = queries.iter().map(|q| q.name()).collect();
+    let example = differ
+        .first()
+        .map(|id| format!("; differs: {id}"))
+        .or_else(|| missing.first().map(|id| format!("; missing: {id}")))
+        .unwrap_or_default();
+    Verdict {
+        check: format!(
+            "final rows of {} equal those of the run without hostile input",
+            names.join(", ")
+        ),
+        pass: differ.is_empty() && missing.is_empty() && equal > 0,
+        expected: format!(
+            "all {} rows of the clean run, equal",
+            equal + differ.len() + missing.len()
+        ),
+        actual: format!(
+            "{equal} equal, {} differ, {} missing{example}; {extra} more rows of other keys",
+            differ.len(),
+            missing.len()
+        ),
+    }
+}
+
+/// Every high-water mark of the engine's state against its configured bound.
+fn within_bounds(run: &RunResult, config: &pipeline::engine::EngineConfig) -> Verdict {
+    let p = &run.counters.peaks;
+    let mut bad = Vec::new();
+    let mut check = |what: String, peak: u64, max: usize| {
+        if peak > max as u64 {
+            bad.push(format!("{what} {peak} > {max}"));
+        }
+    };
+    check(
+        "interned strings".into(),
+        p.interned_strings,
+        config.max_interned_strings,
+    );
+    check(
+        "transport vehicles".into(),
+        p.vehicles,
+        config.max_devices_per_topic,
+    );
+    for (q, &n) in &p.keys_per_query {
+        check(format!("{q} keys"), n, config.max_keys_per_query);
+    }
+    for (q, &n) in &p.open_windows {
+        check(format!("{q} open windows"), n, config.max_open_windows);
+    }
+    for (t, &n) in &p.devices_per_topic {
+        check(format!("{t} devices"), n, config.max_devices_per_topic);
+    }
+    let most_keys = p.keys_per_query.values().max().copied().unwrap_or(0);
+    Verdict {
+        check: "engine state stayed within its bounds".into(),
+        pass: bad.is_empty(),
+        expected: "every peak <= its max_* bound".into(),
+        actual: match bad.is_empty() {
+            true => format!(
+                "holds (peaks: {} names, {most_keys} keys in a query)",
+                p.interned_strings
+            ),
+            false => bad.join("; "),
+        },
+    }
+}
+
 fn check_performance(e: &PerformanceExpectation, run: &RunResult, tp: &Throughput) -> Verdict {
     let latency = match e.metric {
         PerformanceMetric::AlertLatencyMs => Some(&run.alert_latency),
         PerformanceMetric::WindowLatencyMs => Some(&run.window_latency),
         PerformanceMetric::TriggerProcessingMs => Some(&run.trigger_processing),
+        PerformanceMetric::AlertLatencyRecoveryMs => Some(&run.alert_latency_recovery),
         _ => None,
     };
     if latency.is_some_and(|h| h.count() == 0) {
@@ -445,6 +552,14 @@ fn check_performance(e: &PerformanceExpectation, run: &RunResult, tp: &Throughpu
         PerformanceMetric::TriggerProcessingMs => (
             format!("trigger processing {:?} ms", e.stat).to_lowercase(),
             Value::from(stat(&run.trigger_processing)),
+        ),
+        PerformanceMetric::AlertLatencyRecoveryMs => (
+            format!("alert latency during recovery {:?} ms", e.stat).to_lowercase(),
+            Value::from(stat(&run.alert_latency_recovery)),
+        ),
+        PerformanceMetric::PendingItemsMax => (
+            "pending output items, most".to_owned(),
+            Value::from(run.pending_items_max as u64),
         ),
     };
     Verdict {
@@ -559,6 +674,7 @@ pub fn builtin(run: &RunResult, config: &pipeline::engine::EngineConfig) -> Vec<
         expected: docs.clone(),
         actual: tables,
     });
+    v.push(within_bounds(run, config));
     let offered: u64 = run.offered.values().sum();
     let read: u64 = run.counters.topics.values().map(|c| c.records_in).sum();
     v.push(Verdict {
@@ -570,8 +686,34 @@ pub fn builtin(run: &RunResult, config: &pipeline::engine::EngineConfig) -> Vec<
     v
 }
 
-/// Checks a run against its scenario; built-in invariants first.
-pub fn evaluate(scenario: &Scenario, run: &RunResult, digest: &str) -> Vec<Verdict> {
+/// The driver's bound on pending output held: it pauses every partition at
+/// `max_pending_items`, so it can overshoot only by what one poll's records and one trigger
+/// produce before it looks again (a poll's records make at most a handful of items each; a
+/// trigger at most one partial row per open window and key).
+pub fn pending_bound(scenario: &Scenario, run: &RunResult) -> Verdict {
+    let d = &scenario.driver;
+    let max = run.driver_max_pending.unwrap_or(d.max_pending_items);
+    let poll = 2_000 * 8;
+    let trigger = scenario.pipeline.max_open_windows.min(64) * 64;
+    let bound = max + poll + trigger;
+    Verdict {
+        check: "pending output stayed within the driver's bound".into(),
+        pass: run.pending_items_max <= bound,
+        expected: format!("<= {bound} items ({max} + one poll's and one trigger's output)"),
+        actual: run.pending_items_max.to_string(),
+    }
+}
+
+/// Checks a run against its scenario; built-in invariants first. `fault_free_digest` is the
+/// digest of the same scenario and seed without faults, when the scenario asks for it; `clean`
+/// the run of the scenario without its hostile entries, when it has a `clean_run` expectation.
+pub fn evaluate(
+    scenario: &Scenario,
+    run: &RunResult,
+    digest: &str,
+    fault_free_digest: Option<&str>,
+    clean: Option<&RunResult>,
+) -> Vec<Verdict> {
     let tp = throughput(run);
     let mut verdicts = builtin(run, &scenario.pipeline);
     verdicts.extend(
@@ -590,6 +732,17 @@ pub fn evaluate(scenario: &Scenario, run: &RunResult, digest: &str) -> Vec<Verdi
             .map(|e| check_performance(e, run, &tp)),
     );
     verdicts.extend(scenario.expect.faults.iter().map(|e| check_fault(e, run)));
+    if let Some(e) = &scenario.expect.clean_run {
+        verdicts.push(match clean {
+            Some(clean) => check_clean(e, run, clean),
+            None => Verdict {
+                check: "final rows equal those of the run without hostile input".into(),
+                pass: false,
+                expected: "a clean run to compare with".into(),
+                actual: "none was run".into(),
+            },
+        });
+    }
     if let Some(want) = &scenario.expect.digest {
         verdicts.push(Verdict {
             check: "output digest is the pinned one".into(),
@@ -598,5 +751,18 @@ pub fn evaluate(scenario: &Scenario, run: &RunResult, digest: &str) -> Vec<Verdi
             actual: digest.to_owned(),
         });
     }
+    if let Some(want) = fault_free_digest {
+        verdicts.push(digest_equals(digest, want));
+    }
     verdicts
+}
+
+/// The run's digest equals the fault-free run's.
+pub fn digest_equals(digest: &str, fault_free: &str) -> Verdict {
+    Verdict {
+        check: "output digest equals the fault-free run's".into(),
+        pass: fault_free == digest,
+        expected: fault_free.to_owned(),
+        actual: digest.to_owned(),
+    }
 }

@@ -12,11 +12,13 @@
 #[cfg(feature = "containers")]
 pub mod containers;
 pub mod expect;
+pub mod faults;
 pub mod report;
 pub mod run;
 pub mod scenario;
 #[cfg(feature = "services")]
 pub mod services;
+pub mod throughput;
 pub mod wallclock;
 
 use std::path::Path;
@@ -49,6 +51,9 @@ pub struct RunOptions {
     pub speed: Option<f64>,
     /// Real backends: keep the run's topics, database, schema and checkpoint.
     pub keep: bool,
+    /// Memory backend: replace the scenario's `[faults]` by the seed's swarm mix, and check the
+    /// digest against the fault-free run's.
+    pub swarm: bool,
 }
 
 /// Runs a loaded scenario and checks it.
@@ -60,13 +65,52 @@ pub fn run_scenario(
 ) -> Result<Report, SimError> {
     let seed = options.seed.unwrap_or(scenario.seed);
     let backend = options.backend.unwrap_or(scenario.backend);
+    let mut fault_free = None;
     let result = match backend {
-        Backend::Memory => run::run_memory(scenario, seed, progress)?,
+        Backend::Memory => {
+            let plan = fault_plan(scenario, seed, options.swarm)?;
+            if (scenario.expect.digest_equals_fault_free || options.swarm) && !plan.is_empty() {
+                let clean = run::run_memory_with(
+                    scenario,
+                    seed,
+                    &faults::FaultPlan::default(),
+                    &mut |_, _| {},
+                )?;
+                fault_free = Some(clean.documents.digest().hex());
+            }
+            run::run_memory_with(scenario, seed, &plan, progress)?
+        }
         Backend::Services => real(scenario, seed, options, progress, false)?,
         Backend::Containers => real(scenario, seed, options, progress, true)?,
     };
     let digest = result.documents.digest().hex();
-    let verdicts = expect::evaluate(scenario, &result, &digest);
+    let fault_free = match (
+        &fault_free,
+        scenario.expect.digest_equals_fault_free || options.swarm,
+    ) {
+        (Some(d), _) => Some(d.as_str()),
+        // No fault was planned: the run is its own fault-free run.
+        (None, true) if backend == Backend::Memory => Some(digest.as_str()),
+        (None, _) => None,
+    };
+    let clean = clean_run(scenario, seed)?;
+    let verdicts = if options.swarm {
+        // A swarm seed is another seed with faults: the scenario's own expectations were
+        // written for its seed and a calm run; what must hold under any faults is checked.
+        let mut v = expect::builtin(&result, &scenario.pipeline);
+        v.push(expect::digest_equals(
+            &digest,
+            fault_free.unwrap_or_default(),
+        ));
+        v.push(expect::pending_bound(scenario, &result));
+        v
+    } else {
+        let mut v = expect::evaluate(scenario, &result, &digest, fault_free, clean.as_ref());
+        if backend == Backend::Memory {
+            v.push(expect::pending_bound(scenario, &result));
+        }
+        v
+    };
     Ok(Report::new(
         scenario,
         &file.display().to_string(),
@@ -75,6 +119,39 @@ pub fn run_scenario(
         digest,
         verdicts,
     ))
+}
+
+/// The faults of a memory run: the scenario's `[faults]`, or the seed's swarm mix.
+fn fault_plan(scenario: &Scenario, seed: u64, swarm: bool) -> Result<faults::FaultPlan, SimError> {
+    let start = scenario.start_ms();
+    let end = start + scenario.duration_ms();
+    if swarm {
+        return Ok(swarm_plan(scenario, seed));
+    }
+    scenario
+        .faults
+        .plan(seed, start, end)
+        .map_err(|e| SimError::Run(run::RunError::Faults(e)))
+}
+
+/// The swarm's mix of faults for a seed of a scenario.
+pub fn swarm_plan(scenario: &Scenario, seed: u64) -> faults::FaultPlan {
+    let start = scenario.start_ms();
+    let lag = faults::swarm_lag_bound_ms(&scenario.generator, scenario.pipeline.watermark_delay_ms);
+    faults::FaultsConfig::swarm(seed, start, start + scenario.duration_ms(), lag)
+}
+
+/// The scenario without its hostile entries, on the memory backend with the same seed, when an
+/// expectation compares with it. The memory backend's final rows are the real backends' (their
+/// digests are tested equal), so one reference serves every backend.
+fn clean_run(scenario: &Scenario, seed: u64) -> Result<Option<run::RunResult>, SimError> {
+    if scenario.expect.clean_run.is_none() {
+        return Ok(None);
+    }
+    let mut clean = scenario.clone();
+    clean.name = format!("{} (without hostile input)", scenario.name);
+    clean.generator.hostile.clear();
+    Ok(Some(run::run_memory(&clean, seed, &mut |_, _| {})?))
 }
 
 /// The real backends: services at the addresses in the environment, or in containers.
@@ -132,6 +209,62 @@ fn without(feature: &str) -> String {
         "this simulator was built without the `{feature}` feature: rebuild with \
          `cargo build --release -p simulator --features {feature}`, or use --backend memory"
     )
+}
+
+/// One seed of a swarm.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SwarmSeed {
+    /// The seed.
+    pub seed: u64,
+    /// Whether every check held.
+    pub passed: bool,
+    /// The faults the seed injected.
+    pub injected: Vec<String>,
+    /// The checks that failed.
+    pub failures: Vec<expect::Verdict>,
+    /// The command that reproduces this seed.
+    pub reproduce: String,
+}
+
+/// Runs `seeds` seeds from `first_seed` of a scenario on the memory backend, each with the swarm
+/// mix of faults its seed draws, checking the built-in invariants, the digest against the
+/// fault-free run's and the pending-output bound (the scenario's own expectations too).
+pub fn swarm(
+    scenario: &Scenario,
+    file: &Path,
+    first_seed: u64,
+    seeds: u64,
+    mut each: impl FnMut(&SwarmSeed),
+) -> Result<Vec<SwarmSeed>, SimError> {
+    let mut out = Vec::new();
+    for seed in first_seed..first_seed.saturating_add(seeds) {
+        let options = RunOptions {
+            seed: Some(seed),
+            backend: Some(Backend::Memory),
+            swarm: true,
+            ..RunOptions::default()
+        };
+        let report = run_scenario(scenario, file, &options, &mut |_, _| {})?;
+        let plan = swarm_plan(scenario, seed);
+        let s = SwarmSeed {
+            seed,
+            passed: report.passed,
+            injected: plan.describe(),
+            failures: report
+                .expectations
+                .iter()
+                .filter(|v| !v.pass)
+                .cloned()
+                .collect(),
+            reproduce: format!(
+                "cargo run --release -p simulator -- run {} --seed {seed} --swarm",
+                file.display()
+            ),
+        };
+        each(&s);
+        out.push(s);
+    }
+    Ok(out)
 }
 
 /// Loads and runs a scenario file.

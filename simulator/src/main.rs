@@ -1,5 +1,6 @@
 //! `simulator run <scenario.toml | folder> [--seed N] [--backend memory|services|containers]
-//! [--speed X] [--keep] [--report <dir>]`.
+//! [--speed X] [--keep] [--report <dir>] [--swarm]`; `simulator swarm <scenario.toml> [--seeds N]
+//! [--first-seed S]`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use simulator::report::html;
+use simulator::wallclock::Stopwatch;
 use simulator::{Backend, Report, RunOptions, Scenario};
 
 #[derive(Debug, Parser)]
@@ -45,9 +48,28 @@ enum Command {
         /// checkpoint for inspection instead of removing them.
         #[arg(long)]
         keep: bool,
-        /// Writes `report.json` (one folder per scenario when running a folder) here.
+        /// Writes `report.json` and the self-contained `report.html` here (one folder per
+        /// scenario and an `index.html` when running a folder).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Memory backend: inject the seed's swarm mix of faults instead of the scenario's
+        /// `[faults]`, and check the digest against the fault-free run's (what `swarm` runs).
+        #[arg(long)]
+        swarm: bool,
+    },
+    /// Runs many seeds of one scenario on the memory backend, each with a seeded mix of faults
+    /// (crashes, sinks down or slow, Kafka away, interleaved and lagging partitions, duplicate
+    /// delivery, a tight pending-output bound); prints every failing seed with the command
+    /// that reproduces it; exits 0 only if every seed passed.
+    Swarm {
+        /// The scenario file.
+        path: PathBuf,
+        /// How many seeds.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
     },
 }
 
@@ -68,15 +90,22 @@ fn scenario_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn run_one(file: &Path, options: &RunOptions) -> Result<Report> {
+/// Runs one scenario, with a progress bar on a terminal (none when stderr is not one, so logs
+/// and CI output stay clean).
+fn run_one(file: &Path, options: &RunOptions, nth: Option<(usize, usize)>) -> Result<Report> {
     let scenario = Scenario::load(file)?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(1000);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {percent}% simulated")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {percent}% of simulated time, {elapsed} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(scenario.name.clone());
+        bar.set_message(match nth {
+            Some((i, n)) => format!("{} ({i}/{n})", scenario.name),
+            None => scenario.name.clone(),
+        });
         Some(bar)
     } else {
         None
@@ -93,6 +122,65 @@ fn run_one(file: &Path, options: &RunOptions) -> Result<Report> {
     Ok(report)
 }
 
+fn run_swarm(path: &Path, first_seed: u64, seeds: u64) -> Result<ExitCode> {
+    let scenario = Scenario::load(path)?;
+    let results = simulator::swarm(&scenario, path, first_seed, seeds, |s| {
+        if s.passed {
+            println!("seed {:>6}  ok    {}", s.seed, s.injected.join("; "));
+        } else {
+            println!("seed {:>6}  FAIL  {}", s.seed, s.injected.join("; "));
+            for v in &s.failures {
+                println!(
+                    "    FAILED {}\n      expected: {}\n      actual:   {}",
+                    v.check, v.expected, v.actual
+                );
+            }
+            println!("    reproduce: {}", s.reproduce);
+        }
+    })?;
+    let failed: Vec<u64> = results
+        .iter()
+        .filter(|s| !s.passed)
+        .map(|s| s.seed)
+        .collect();
+    println!(
+        "swarm of {}: {} seeds, {} failed{}",
+        scenario.name,
+        results.len(),
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({failed:?})")
+        }
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Writes `report.json` and `report.html` into `dir`, and says where, how big and how long the
+/// page took.
+fn write_report(r: &Report, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let out = dir.join("report.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let watch = Stopwatch::start();
+    let page = html::render(r)?;
+    let out = dir.join("report.html");
+    std::fs::write(&out, &page).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "report: {} ({} KB, rendered in {:.1} ms)",
+        out.display(),
+        page.len().div_ceil(1024),
+        watch.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     // The real backends run the streaming job in-process; its logs go to stderr at RUST_LOG's
@@ -105,25 +193,35 @@ fn main() -> Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Run {
-        path,
-        seed,
-        backend,
-        speed,
-        keep,
-        report,
-    } = cli.command;
+    let (path, seed, backend, speed, keep, report, swarm) = match cli.command {
+        Command::Run {
+            path,
+            seed,
+            backend,
+            speed,
+            keep,
+            report,
+            swarm,
+        } => (path, seed, backend, speed, keep, report, swarm),
+        Command::Swarm {
+            path,
+            seeds,
+            first_seed,
+        } => return run_swarm(&path, first_seed, seeds),
+    };
     let options = RunOptions {
         seed,
         backend,
         speed,
         keep,
+        swarm,
     };
     let files = scenario_files(&path)?;
     let many = files.len() > 1;
     let mut all_passed = true;
-    for file in &files {
-        let r = run_one(file, &options)?;
+    let mut reports = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let r = run_one(file, &options, many.then_some((i + 1, files.len())))?;
         println!("{}", r.summary());
         if !r.passed {
             all_passed = false;
@@ -135,12 +233,22 @@ fn main() -> Result<ExitCode> {
             } else {
                 dir.clone()
             };
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let out = dir.join("report.json");
-            std::fs::write(&out, serde_json::to_vec_pretty(&r)?)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            write_report(&r, &dir)?;
+            reports.push(r);
         }
+    }
+    if let Some(dir) = report.as_ref().filter(|_| many) {
+        let entries: Vec<html::IndexEntry<'_>> = reports
+            .iter()
+            .map(|r| html::IndexEntry {
+                report: r,
+                href: format!("{}/report.html", r.scenario),
+            })
+            .collect();
+        let out = dir.join("index.html");
+        std::fs::write(&out, html::render_index(&entries))
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("index of the reports: {}", out.display());
     }
     if many {
         println!(

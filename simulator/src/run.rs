@@ -1,26 +1,43 @@
-//! The discrete-event loop of the memory backend.
+//! The memory backend: the production job's driver ([`pipeline::driver`]) carried out on an
+//! in-memory partitioned log and two in-memory stores, on a simulated clock, with faults.
 //!
-//! Simulated time jumps from event to event: a record becoming readable (its produce time plus
-//! the modelled network delay) or an engine trigger. At each event the pipeline does its work —
-//! read from the in-memory partitioned log, drive the engine, write both in-memory stores, commit
-//! — exactly as the real shell does with Kafka, MongoDB and PostgreSQL. The wall-clock cost of
-//! that work is measured and added to simulated time only to compute when a row became durable
-//! (latencies); it never feeds back into the engine, so outputs depend on the seed alone.
+//! This is a shell, like the tokio one of `pipeline streaming`: it hands the driver what
+//! happened (records becoming readable, write and checkpoint acknowledgements, ticks) and carries
+//! out the actions it answers with (writes, checkpoints, commits, pauses), modelling how long
+//! each takes. Everything between source and sinks — the merge of partitions, batching, the
+//! write -> checkpoint -> commit order, retries, backpressure — is the driver's, so the simulation
+//! exercises the very code the job runs. Faults ([`crate::faults`]) are replayed by seed: crashes
+//! (the driver and everything in flight dropped, restart from the last stored checkpoint, the log
+//! rewound to its positions), sinks down or slow, Kafka away, seeded read interleaving and
+//! per-partition lag, duplicate delivery.
+//!
+//! The wall-clock cost of the driver's work and of the stores' writes is measured and added to
+//! the simulated times only to compute latencies; it never reaches the driver, so outputs depend
+//! on the seed alone.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use generator::{FaultKind, Generator};
-use pipeline::engine::{DeadLetterReason, Engine, Output, Query};
+use pipeline::driver::{
+    Action, CheckpointData, Driver, DriverStats, PartitionId, SinkSpec, StartAt, StopReason, Write,
+    WriteMeta,
+};
+use pipeline::engine::{DeadLetterReason, Output, Query, RawRecord};
 use pipeline::model::Topic;
 use pipeline::sink::memory::{Flavour, MemoryStore};
-use pipeline::sink::{Sink, now_or_never};
-use pipeline::source::memory::MemoryLog;
-use pipeline::time::Millis;
-
-use crate::scenario::Scenario;
-use crate::wallclock::Stopwatch;
+use pipeline::source::memory::{MemoryLog, partition_for};
 use pipeline::stats::Histogram;
+use pipeline::time::Millis;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::faults::{FaultPlan, FaultsError};
+use crate::scenario::Scenario;
+use crate::throughput::{Covered, ThroughputSeries};
+use crate::wallclock::Stopwatch;
 
 /// What happened to one record that carried a fault label.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,12 +69,14 @@ pub struct RunResult {
     pub tables: MemoryStore,
     /// Produce time -> alert row durable.
     pub alert_latency: Histogram,
+    /// The same, for records produced while the job was recovering from a fault.
+    pub alert_latency_recovery: Histogram,
     /// Watermark passes window end -> final row durable.
     pub window_latency: Histogram,
     /// One trigger's work to its last sink write.
     pub trigger_processing: Histogram,
-    /// Wall time of the pipeline's own work (log reads, engine, sink writes); on a real backend
-    /// the streaming job's whole run, waits for paced input included.
+    /// Wall time of the pipeline's own work (the driver, the engine, the stores' writes); on a
+    /// real backend the streaming job's whole run, waits for paced input included.
     pub pipeline_wall: Duration,
     /// Real backends: simulated seconds replayed per wall second; `None` on the memory backend.
     pub replay_speed: Option<f64>,
@@ -65,6 +84,18 @@ pub struct RunResult {
     pub total_wall: Duration,
     /// Outcomes of the records that carried a fault label.
     pub faults: Vec<FaultTrace>,
+    /// The faults injected, one line each.
+    pub injected: Vec<String>,
+    /// Crashes of the job.
+    pub crashes: u32,
+    /// The driver's counters, summed over its lives (one per crash plus one).
+    pub driver: DriverStats,
+    /// Most output items ever unacknowledged.
+    pub pending_items_max: usize,
+    /// The bound on pending output the faults imposed instead of the scenario's, if any.
+    pub driver_max_pending: Option<usize>,
+    /// Records offered and processed per simulated minute.
+    pub throughput: ThroughputSeries,
 }
 
 /// A run that could not start.
@@ -73,34 +104,22 @@ pub enum RunError {
     /// The generator refused its configuration.
     #[error("generator: {0}")]
     Generator(#[from] generator::ConfigError),
-    /// The engine refused its configuration.
+    /// The driver or engine refused its configuration.
     #[error("pipeline: {0}")]
-    Engine(#[from] pipeline::engine::ConfigError),
-    /// A sink failed.
-    #[error("sink: {0}")]
-    Sink(#[from] pipeline::sink::SinkError),
+    Driver(#[from] pipeline::driver::DriverError),
+    /// The faults cannot be planned.
+    #[error(transparent)]
+    Faults(#[from] FaultsError),
+    /// A stored checkpoint could not be read back.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] pipeline::driver::CheckpointFormatError),
+    /// The run did not finish.
+    #[error("the run did not finish: {0}")]
+    Stuck(String),
 }
 
 /// Progress callback: simulated milliseconds done out of the total.
 pub type Progress<'a> = &'a mut dyn FnMut(Millis, Millis);
-
-fn micros(d: Duration) -> u64 {
-    d.as_micros().min(u128::from(u64::MAX)) as u64
-}
-
-fn write_all(
-    docs: &mut MemoryStore,
-    tables: &mut MemoryStore,
-    out: &Output,
-) -> Result<(), RunError> {
-    // Both stores answer at once; `now_or_never` only fails if a store would have to wait.
-    for sink in [docs, tables] {
-        if let Some(result) = now_or_never(sink.write(out)) {
-            result?;
-        }
-    }
-    Ok(())
-}
 
 /// One generated record, serialised, as the producer thread hands it over: its key and value
 /// are ranges of the batch's buffer.
@@ -179,22 +198,36 @@ impl Incoming {
     }
 }
 
-/// Runs a scenario on the memory backend with the given seed.
-///
-/// The generator runs on a second thread and hands serialised records over in order through a
-/// bounded channel, so generation overlaps the pipeline's work on a two-core machine; the order
-/// of records, and so every output, is exactly that of a single-threaded run.
+/// Runs a scenario on the memory backend with the given seed and its `[faults]`.
 pub fn run_memory(
     scenario: &Scenario,
     seed: u64,
     progress: Progress<'_>,
 ) -> Result<RunResult, RunError> {
+    let start = scenario.start_ms();
+    let plan = scenario
+        .faults
+        .plan(seed, start, start + scenario.duration_ms())?;
+    run_memory_with(scenario, seed, &plan, progress)
+}
+
+/// Runs a scenario on the memory backend with the given seed and faults.
+///
+/// The generator runs on a second thread and hands serialised records over in order through a
+/// bounded channel, so generation overlaps the pipeline's work on a two-core machine; the order
+/// of records, and so every output, is exactly that of a single-threaded run.
+pub fn run_memory_with(
+    scenario: &Scenario,
+    seed: u64,
+    plan: &FaultPlan,
+    progress: Progress<'_>,
+) -> Result<RunResult, RunError> {
     let total = Stopwatch::start();
     let generator = Generator::new(&scenario.generator, seed)?;
-    let start = generator.start_ms();
-    let end = generator.end_ms();
     let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT + 2);
+    let start = generator.start_ms();
+    let end = generator.end_ms();
     std::thread::scope(|scope| {
         scope.spawn(move || produce(generator, tx, recycle_rx));
         let incoming = Incoming {
@@ -203,148 +236,909 @@ pub fn run_memory(
             batch: Batch::default(),
             next: 0,
         };
-        consume(scenario, seed, start, end, incoming, progress, total)
+        let mut sim = Sim::new(scenario, seed, plan, start, end)?;
+        sim.run(incoming, progress)?;
+        Ok(sim.finish(total))
     })
 }
 
-/// The pipeline side of [`run_memory`].
-fn consume(
-    scenario: &Scenario,
+/// The two stand-in sinks, by index: what the driver's writes name.
+const SINKS: [SinkSpec; 2] = [SinkSpec::all("documents"), SinkSpec::all("tables")];
+
+/// Something scheduled for a simulated instant.
+#[derive(Debug)]
+enum EventKind {
+    /// A sink's answer to a write; `land` is applied to the store first.
+    WriteDone {
+        epoch: u64,
+        id: u64,
+        attempt: u32,
+        sink: usize,
+        result: Result<(), String>,
+        land: Option<Arc<Output>>,
+    },
+    /// A write that timed out reaching its store after all.
+    Land { sink: usize, output: Arc<Output> },
+    /// A checkpoint became durable (or failed).
+    StoreDone {
+        epoch: u64,
+        data: Arc<CheckpointData>,
+    },
+    /// Kafka answered a commit.
+    CommitDone {
+        epoch: u64,
+        id: u64,
+        result: Result<(), String>,
+        positions: Vec<(PartitionId, i64)>,
+    },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Millis,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Latency accounting of a write in flight: the wall-clock work that produced it.
+#[derive(Debug, Default)]
+struct WriteCost {
+    work_us: u64,
+}
+
+/// The simulation: log, stores, driver, clock, faults.
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    plan: &'a FaultPlan,
     seed: u64,
     start: Millis,
     end: Millis,
-    mut records: Incoming,
-    progress: Progress<'_>,
-    total: Stopwatch,
-) -> Result<RunResult, RunError> {
-    let mut engine = Engine::new(scenario.pipeline.clone())?;
-    let mut log = MemoryLog::new(scenario.network.partitions.unwrap_or(4));
-    let mut documents = MemoryStore::new(Flavour::Documents);
-    let mut tables = MemoryStore::new(Flavour::Tables);
-    let mut out = Output::default();
-    let net = scenario.network.produce_to_consume_ms;
-    let sink_us = (scenario.network.sink_write_ms.max(0) as u64) * 1000;
+    now: Millis,
+    net: Millis,
+    sink_ms: Millis,
+    store_ms: Millis,
+    commit_ms: Millis,
+    log: MemoryLog,
+    ppt: i32,
+    /// Per partition (topic-major): when each appended, not yet readable record becomes
+    /// readable.
+    invisible: Vec<VecDeque<Millis>>,
+    /// Per partition: the offset below which the consumer can read.
+    visible_end: Vec<i64>,
+    last_visible: Vec<Millis>,
+    /// What the driver was last told of each partition: (next offset, end).
+    reported: Vec<(i64, i64)>,
+    labels: Vec<(Topic, i32, i64, FaultKind)>,
+    offered: BTreeMap<Topic, u64>,
+    input_done: bool,
+    driver: Option<Driver>,
+    epoch: u64,
+    ended: bool,
+    finished: bool,
+    events: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    stores: [MemoryStore; 2],
+    /// The latest durable checkpoint.
+    checkpoint: Option<Arc<CheckpointData>>,
+    last_commit: BTreeMap<PartitionId, i64>,
+    paused: BTreeSet<PartitionId>,
+    rng: ChaCha8Rng,
+    crashes: VecDeque<Millis>,
+    restart_at: Option<Millis>,
+    crash_count: u32,
+    last_source_error: Option<Millis>,
+    costs: BTreeMap<u64, WriteCost>,
+    work_us: u64,
+    pipeline_wall: Duration,
+    alert_latency: Histogram,
+    alert_latency_recovery: Histogram,
+    window_latency: Histogram,
+    trigger_processing: Histogram,
+    /// Spans during which the job was recovering from a fault: (from, until).
+    recovery: Vec<(Millis, Option<Millis>)>,
+    stats: DriverStats,
+    pending_items_max: usize,
+    steps: u64,
+    throughput: ThroughputSeries,
+    /// Records covered by a durable checkpoint, per partition: the processed ones.
+    covered: Covered<PartitionId>,
+}
 
-    let mut alert_latency = Histogram::default();
-    let mut window_latency = Histogram::default();
-    let mut trigger_processing = Histogram::default();
-    let mut pipeline_wall = Duration::ZERO;
-    let mut offered: BTreeMap<Topic, u64> = BTreeMap::new();
-    let mut faults = Vec::new();
-    engine.tick(start, &mut out);
-    let mut steps: u64 = 0;
-    loop {
-        let next_record = records.peek().map(|r| r.produce_time_ms + net);
-        let next_tick = engine.next_tick_ms().filter(|t| *t < end + net);
-        let now = match (next_record, next_tick) {
-            (None, None) => break,
-            (Some(r), Some(t)) => r.min(t),
-            (Some(r), None) => r,
-            (None, Some(t)) => t,
+impl<'a> Sim<'a> {
+    fn new(
+        scenario: &'a Scenario,
+        seed: u64,
+        plan: &'a FaultPlan,
+        start: Millis,
+        end: Millis,
+    ) -> Result<Self, RunError> {
+        let ppt = scenario.network.partitions.unwrap_or(4).max(1);
+        let n = ppt as usize * Topic::ALL.len();
+        let mut sim = Sim {
+            scenario,
+            plan,
+            seed,
+            start,
+            end,
+            now: start,
+            net: scenario.network.produce_to_consume_ms.max(0),
+            sink_ms: scenario.network.sink_write_ms.max(0),
+            store_ms: scenario.network.checkpoint_store_ms.unwrap_or(5).max(0),
+            commit_ms: scenario.network.commit_ms.unwrap_or(2).max(0),
+            log: MemoryLog::new(ppt),
+            ppt,
+            invisible: vec![VecDeque::new(); n],
+            visible_end: vec![0; n],
+            last_visible: vec![Millis::MIN; n],
+            reported: vec![(-1, -1); n],
+            labels: Vec::new(),
+            offered: BTreeMap::new(),
+            input_done: false,
+            driver: None,
+            epoch: 0,
+            ended: false,
+            finished: false,
+            events: BinaryHeap::new(),
+            seq: 0,
+            stores: [
+                MemoryStore::new(Flavour::Documents),
+                MemoryStore::new(Flavour::Tables),
+            ],
+            checkpoint: None,
+            last_commit: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0051_3D51),
+            crashes: plan.crashes.iter().copied().collect(),
+            restart_at: None,
+            crash_count: 0,
+            last_source_error: None,
+            costs: BTreeMap::new(),
+            work_us: 0,
+            pipeline_wall: Duration::ZERO,
+            alert_latency: Histogram::default(),
+            alert_latency_recovery: Histogram::default(),
+            window_latency: Histogram::default(),
+            trigger_processing: Histogram::default(),
+            recovery: Vec::new(),
+            stats: DriverStats::default(),
+            pending_items_max: 0,
+            steps: 0,
+            throughput: ThroughputSeries::new(start),
+            covered: Covered::default(),
         };
-        steps += 1;
-        if steps.is_multiple_of(65_536) {
-            progress((now - start).clamp(0, end - start), end - start);
-        }
-        if next_tick == Some(now) && next_record.is_none_or(|r| r > now) {
-            // A trigger with no record at the same instant.
-            let watch = Stopwatch::start();
-            engine.tick(now, &mut out);
-            let triggered = !out.rows.is_empty();
-            write_all(&mut documents, &mut tables, &out)?;
-            let cost = watch.elapsed();
-            pipeline_wall += cost;
-            if triggered {
-                trigger_processing.record_us(micros(cost) + sink_us);
-            }
-            out.clear();
-            continue;
-        }
-        let Some(record) = records.peek().cloned() else {
-            break;
-        };
-        records.next += 1;
-        *offered.entry(record.topic).or_default() += 1;
-        let produced = record.produce_time_ms;
-        let bytes = &records.batch.bytes;
-        let (partition, _) = log.append(
-            record.topic,
-            &bytes[record.key.clone()],
-            &bytes[record.value.clone()],
-            produced,
-        );
-        let fault = record.fault;
-
-        let watch = Stopwatch::start();
-        engine.tick(now, &mut out);
-        let triggered = !out.rows.is_empty();
-        let mut position = None;
-        // The record just appended is the only unread one: read that partition, process,
-        // write the sinks, then commit, as the real consumer does.
-        log.consume_partition(record.topic, partition, usize::MAX, |raw| {
-            position = Some((raw.topic, raw.position));
-            engine.ingest(&raw, &mut out);
-        });
-        write_all(&mut documents, &mut tables, &out)?;
-        if let Some((topic, p)) = position {
-            log.commit_positions(&[(topic, p.partition, p.offset)]);
-        }
-        let cost = watch.elapsed();
-        pipeline_wall += cost;
-        let durable_us = micros(cost) + sink_us;
-        if triggered {
-            trigger_processing.record_us(durable_us);
-        }
-        for row in &out.rows {
-            if row.query().is_alert() {
-                // Produce time -> durable: the network delay, the work, the sink.
-                alert_latency.record_us((now - produced).max(0) as u64 * 1000 + durable_us);
-            } else if row.is_final {
-                window_latency.record_us(durable_us);
-            }
-        }
-        if let Some(kind) = fault {
-            let pos = position.map(|p| p.1);
-            faults.push(FaultTrace {
-                fault: kind,
-                dead_letter: out
-                    .dead_letters
-                    .iter()
-                    .find(|d| Some(d.position) == pos)
-                    .map(|d| d.reason),
-                late_for: out
-                    .late
-                    .iter()
-                    .filter(|l| Some(l.position) == pos)
-                    .map(|l| l.query)
-                    .collect(),
-            });
-        }
-        out.clear();
+        sim.start_driver()?;
+        Ok(sim)
     }
-    // End of input: every open window becomes final.
-    let watch = Stopwatch::start();
-    engine.flush(&mut out);
-    write_all(&mut documents, &mut tables, &out)?;
-    pipeline_wall += watch.elapsed();
-    out.clear();
-    progress(end - start, end - start);
 
-    drop(records);
-    Ok(RunResult {
-        scenario: scenario.name.clone(),
-        seed,
-        duration_ms: end - start,
-        offered,
-        counters: engine.counters().clone(),
-        documents,
-        tables,
-        alert_latency,
-        window_latency,
-        trigger_processing,
-        pipeline_wall,
-        replay_speed: None,
-        total_wall: total.elapsed(),
-        faults,
-    })
+    fn partition_ids(&self) -> Vec<PartitionId> {
+        Topic::ALL
+            .iter()
+            .flat_map(|t| (0..self.ppt).map(move |p| (*t, p)))
+            .collect()
+    }
+
+    fn index(&self, topic: Topic, partition: i32) -> usize {
+        let t = Topic::ALL.iter().position(|x| *x == topic).unwrap_or(0);
+        t * self.ppt as usize + partition as usize
+    }
+
+    /// Starts (or restarts) the job: from the latest durable checkpoint if there is one, its
+    /// bytes decoded as a restarted job reads them from its file.
+    fn start_driver(&mut self) -> Result<(), RunError> {
+        let mut config = self.scenario.driver.clone();
+        config.jitter_seed = self.seed ^ self.epoch.wrapping_mul(0x9E37_79B9);
+        if let Some(n) = self.plan.max_pending_items {
+            config.max_pending_items = n.max(config.write_max_items);
+        }
+        let watch = Stopwatch::start();
+        let mut driver = match &self.checkpoint {
+            Some(c) => {
+                let restored = CheckpointData::decode(&c.encode())?;
+                Driver::from_checkpoint(config, restored, SINKS.to_vec(), self.now)?
+            }
+            None => Driver::new(
+                config,
+                self.scenario.pipeline.clone(),
+                SINKS.to_vec(),
+                self.now,
+            )?,
+        };
+        let ids = self.partition_ids();
+        for (id, start) in driver.handle_assigned(self.now, &ids) {
+            let offset = match start {
+                StartAt::After(o) => o + 1,
+                StartAt::Beginning => self.log.start_offset(id.0, id.1),
+                // Commits follow checkpoints, so without a checkpoint nothing was committed.
+                StartAt::Committed => self.log.start_offset(id.0, id.1),
+            };
+            self.log.seek(id.0, id.1, offset);
+        }
+        self.reported.iter_mut().for_each(|r| *r = (-1, -1));
+        self.driver = Some(driver);
+        self.add_work(watch);
+        self.report_progress();
+        Ok(())
+    }
+
+    fn add_work(&mut self, watch: Stopwatch) {
+        let d = watch.elapsed();
+        self.pipeline_wall += d;
+        self.work_us += d.as_micros() as u64;
+    }
+
+    fn schedule(&mut self, at: Millis, kind: EventKind) {
+        self.seq += 1;
+        self.events.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            kind,
+        }));
+    }
+
+    fn kafka_down(&self, t: Millis) -> Option<Millis> {
+        self.plan
+            .kafka
+            .iter()
+            .find(|(a, b)| (*a..*b).contains(&t))
+            .map(|(_, b)| *b)
+    }
+
+    /// This partition's extra delay in the minute holding `t`: seeded, below the plan's bound.
+    fn lag(&self, index: usize, t: Millis) -> Millis {
+        if self.plan.partition_lag_ms == 0 {
+            return 0;
+        }
+        let minute = t.div_euclid(60_000) as u64;
+        let mut h = self.seed ^ (index as u64).wrapping_mul(0xA076_1D64_78BD_642F);
+        h ^= minute.wrapping_mul(0xE703_7ED1_A0B4_28DB);
+        h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        (h % (self.plan.partition_lag_ms as u64 + 1)) as Millis
+    }
+
+    /// The next instant anything happens.
+    fn next_instant(&mut self, incoming: &mut Incoming) -> Option<Millis> {
+        let mut t: Option<Millis> = None;
+        let mut at = |x: Option<Millis>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        at(incoming.peek().map(|r| r.produce_time_ms));
+        for q in &self.invisible {
+            at(q.front().copied());
+        }
+        at(self.events.peek().map(|e| e.0.at));
+        at(self.driver.as_ref().and_then(Driver::poll_timeout));
+        at(self.crashes.front().copied());
+        at(self.restart_at);
+        if self.driver.is_some()
+            && let Some(up) = self.kafka_down(self.now)
+        {
+            // While Kafka is away the consumer keeps trying; its errors reach the driver.
+            at(Some((self.now + 500).min(up)));
+        }
+        t.map(|x| x.max(self.now))
+    }
+
+    fn run(&mut self, mut incoming: Incoming, progress: Progress<'_>) -> Result<(), RunError> {
+        while !self.finished {
+            let Some(now) = self.next_instant(&mut incoming) else {
+                if self.driver.is_none() && self.restart_at.is_none() {
+                    return Err(RunError::Stuck("no driver and no restart pending".into()));
+                }
+                self.end_input_if_done()?;
+                if self.finished {
+                    break;
+                }
+                return Err(RunError::Stuck(format!(
+                    "nothing left to happen at {} with the input {}",
+                    pipeline::time::format_rfc3339(self.now),
+                    if self.ended { "ended" } else { "not ended" }
+                )));
+            };
+            self.now = now;
+            self.steps += 1;
+            if self.steps.is_multiple_of(65_536) {
+                progress(
+                    (now - self.start).clamp(0, self.end - self.start),
+                    self.end - self.start,
+                );
+            }
+            if self.crashes.front().is_some_and(|c| *c <= now) {
+                self.crashes.pop_front();
+                if !self.ended {
+                    self.crash();
+                }
+            }
+            if self.restart_at.is_some_and(|r| r <= now) {
+                self.restart_at = None;
+                self.start_driver()?;
+            }
+            self.append_due(&mut incoming);
+            self.reveal_due();
+            self.deliver_due_events();
+            self.poll();
+            self.tick_if_due();
+            self.carry_out();
+            self.track_recovery();
+            self.end_input_if_done()?;
+        }
+        progress(self.end - self.start, self.end - self.start);
+        Ok(())
+    }
+
+    /// Appends every record produced by now to the log, noting when each becomes readable.
+    fn append_due(&mut self, incoming: &mut Incoming) {
+        loop {
+            let Some(r) = incoming.peek() else {
+                self.input_done = true;
+                return;
+            };
+            if r.produce_time_ms > self.now {
+                return;
+            }
+            let r = r.clone();
+            incoming.next += 1;
+            *self.offered.entry(r.topic).or_default() += 1;
+            self.throughput.offer(r.produce_time_ms, 1);
+            let bytes = &incoming.batch.bytes;
+            let key = &bytes[r.key.clone()];
+            let p = partition_for(key, self.ppt);
+            let i = self.index(r.topic, p);
+            let mut visible = r.produce_time_ms + self.net + self.lag(i, r.produce_time_ms);
+            if let Some(up) = self.kafka_down(r.produce_time_ms) {
+                visible = visible.max(up); // The producer holds it until Kafka is back.
+            }
+            visible = visible.max(self.last_visible[i]);
+            self.last_visible[i] = visible;
+            let (_, offset) =
+                self.log
+                    .append(r.topic, key, &bytes[r.value.clone()], r.produce_time_ms);
+            self.invisible[i].push_back(visible);
+            if let Some(kind) = r.fault {
+                self.labels.push((r.topic, p, offset, kind));
+            }
+        }
+    }
+
+    fn reveal_due(&mut self) {
+        let now = self.now;
+        for (i, q) in self.invisible.iter_mut().enumerate() {
+            while q.front().is_some_and(|t| *t <= now) {
+                q.pop_front();
+                self.visible_end[i] += 1;
+            }
+        }
+    }
+
+    fn deliver_due_events(&mut self) {
+        while self.events.peek().is_some_and(|e| e.0.at <= self.now) {
+            let Some(Reverse(e)) = self.events.pop() else {
+                break;
+            };
+            self.deliver(e.kind);
+        }
+    }
+
+    fn deliver(&mut self, kind: EventKind) {
+        let now = self.now;
+        match kind {
+            EventKind::WriteDone {
+                epoch,
+                id,
+                attempt,
+                sink,
+                result,
+                land,
+            } => {
+                if let Some(out) = land {
+                    self.land(sink, &out, Some(id));
+                }
+                if epoch == self.epoch
+                    && let Some(d) = self.driver.as_mut()
+                {
+                    let watch = Stopwatch::start();
+                    d.handle_write_result(now, id, attempt, sink, result);
+                    self.add_work(watch);
+                }
+            }
+            EventKind::Land { sink, output } => self.land(sink, &output, None),
+            EventKind::StoreDone { epoch, data } => {
+                if epoch == self.epoch
+                    && let Some(d) = self.driver.as_mut()
+                {
+                    self.checkpoint = Some(Arc::clone(&data));
+                    d.handle_checkpoint_result(now, data.id, Ok(()));
+                    self.count_processed(&data);
+                }
+            }
+            EventKind::CommitDone {
+                epoch,
+                id,
+                result,
+                positions,
+            } => {
+                if result.is_ok() {
+                    self.commit(&positions);
+                }
+                if epoch == self.epoch
+                    && let Some(d) = self.driver.as_mut()
+                {
+                    d.handle_commit_result(now, id, result);
+                }
+            }
+        }
+    }
+
+    /// A durable checkpoint proves every sink acknowledged the output of the records it covers:
+    /// those not counted yet were processed now.
+    fn count_processed(&mut self, data: &CheckpointData) {
+        let log = &self.log;
+        let n = self
+            .covered
+            .advance(data.positions.iter().map(|(id, last)| (id, *last)), |id| {
+                log.start_offset(id.0, id.1)
+            });
+        self.throughput.process(self.now, n);
+    }
+
+    /// A write reaches a store.
+    fn land(&mut self, sink: usize, out: &Output, id: Option<u64>) {
+        let watch = Stopwatch::start();
+        self.stores[sink].apply(out);
+        let d = watch.elapsed();
+        self.pipeline_wall += d;
+        if let Some(c) = id.and_then(|id| self.costs.get_mut(&id)) {
+            c.work_us += d.as_micros() as u64;
+        }
+    }
+
+    /// Positions committed: the log may forget what precedes the previous commit (a restart
+    /// resumes from the latest checkpoint, which is at or after it).
+    fn commit(&mut self, positions: &[(PartitionId, i64)]) {
+        for (id, offset) in std::mem::take(&mut self.last_commit) {
+            self.log.truncate_below(id.0, id.1, offset + 1);
+        }
+        self.last_commit = positions.iter().copied().collect();
+    }
+
+    /// Reads what the consumer can see, partition by partition, into the driver.
+    fn poll(&mut self) {
+        if self.driver.is_none() {
+            return;
+        }
+        if self.kafka_down(self.now).is_some() {
+            if self.last_source_error.is_none_or(|t| self.now - t >= 500)
+                && let Some(d) = self.driver.as_mut()
+            {
+                self.last_source_error = Some(self.now);
+                d.handle_source_error(self.now, "all brokers down (simulated)");
+            }
+            return;
+        }
+        // The consumer learns every partition's end with the fetch responses that bring records
+        // (one response per broker covers all its partitions): tell the driver before any of
+        // them is handed over.
+        self.report_progress();
+        let ids = self.partition_ids();
+        loop {
+            let readable: Vec<usize> = (0..ids.len())
+                .filter(|&i| {
+                    let (t, p) = ids[i];
+                    !self.paused.contains(&ids[i]) && self.log.position(t, p) < self.visible_end[i]
+                })
+                .collect();
+            if readable.is_empty() {
+                break;
+            }
+            let order: Vec<usize> = if self.plan.interleave {
+                vec![readable[self.rng.random_range(0..readable.len())]]
+            } else {
+                readable
+            };
+            for i in order {
+                self.read_partition(ids[i], i);
+            }
+        }
+        self.report_progress();
+    }
+
+    fn read_partition(&mut self, (topic, p): PartitionId, i: usize) {
+        let max = if self.plan.interleave {
+            self.rng.random_range(1..=self.plan.max_poll_records)
+        } else {
+            self.plan.max_poll_records
+        };
+        let mut from = self.log.position(topic, p);
+        if self.plan.duplicate_delivery > 0.0 && self.rng.random_bool(self.plan.duplicate_delivery)
+        {
+            // A redelivery: the consumer hands over again what it already delivered.
+            let back = self.rng.random_range(1..=10);
+            from = (from - back).max(self.log.start_offset(topic, p));
+        }
+        let to = (self.log.position(topic, p) + max as i64).min(self.visible_end[i]);
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        let watch = Stopwatch::start();
+        let records: Vec<RawRecord<'_>> = (from..to)
+            .filter_map(|o| self.log.record(topic, p, o))
+            .collect();
+        driver.handle_records(self.now, &records);
+        drop(records);
+        self.log.seek(topic, p, to);
+        self.add_work(watch);
+    }
+
+    /// Tells the driver where each partition stands, when that changed.
+    fn report_progress(&mut self) {
+        let ids = self.partition_ids();
+        let Some(driver) = self.driver.as_mut() else {
+            return;
+        };
+        let watch = Stopwatch::start();
+        for (i, id) in ids.iter().enumerate() {
+            let now = (self.log.position(id.0, id.1), self.visible_end[i]);
+            if self.reported[i] != now {
+                self.reported[i] = now;
+                driver.handle_progress(self.now, *id, Some(now.0), Some(now.1));
+            }
+        }
+        self.add_work(watch);
+    }
+
+    fn tick_if_due(&mut self) {
+        let now = self.now;
+        if let Some(d) = self.driver.as_mut()
+            && d.poll_timeout().is_some_and(|t| t <= now)
+        {
+            let watch = Stopwatch::start();
+            d.handle_tick(now);
+            self.add_work(watch);
+        }
+    }
+
+    /// Carries out the driver's actions until it has none.
+    fn carry_out(&mut self) {
+        loop {
+            let Some(action) = self.driver.as_mut().and_then(Driver::poll_action) else {
+                return;
+            };
+            match action {
+                Action::Write(w) => self.write(w),
+                Action::StoreCheckpoint(data) => {
+                    let at = self.now + self.store_ms;
+                    let epoch = self.epoch;
+                    self.schedule(at, EventKind::StoreDone { epoch, data });
+                }
+                Action::Commit { id, positions } => {
+                    let at = self.now + self.commit_ms;
+                    let result = match self.kafka_down(self.now) {
+                        Some(_) => Err("all brokers down (simulated)".to_owned()),
+                        None => Ok(()),
+                    };
+                    let epoch = self.epoch;
+                    self.schedule(
+                        at,
+                        EventKind::CommitDone {
+                            epoch,
+                            id,
+                            result,
+                            positions,
+                        },
+                    );
+                }
+                Action::Pause(ps) => self.paused.extend(ps),
+                Action::Resume(ps) => {
+                    for p in ps {
+                        self.paused.remove(&p);
+                    }
+                    // Resumed partitions may have records to read at once.
+                    self.poll();
+                }
+                Action::Acknowledged(meta) => self.account(&meta),
+                Action::Stop(_) => {
+                    self.finished = true;
+                }
+                Action::ShowConsole | Action::Notice(_) => {}
+            }
+        }
+    }
+
+    /// Carries out a write: each sink answers after the modelled delay, or fails, or times out
+    /// (and may land later) inside a fault span.
+    fn write(&mut self, w: Write) {
+        if w.attempt == 1 {
+            let work = std::mem::take(&mut self.work_us);
+            self.costs.insert(w.id, WriteCost { work_us: work });
+        }
+        for sink in w.sinks.iter() {
+            let fault = self
+                .plan
+                .sink
+                .iter()
+                .find(|(target, a, b, _)| target.hits(sink) && (*a..*b).contains(&self.now))
+                .map(|(_, _, _, slow)| *slow);
+            let epoch = self.epoch;
+            let (at, result, land, late) = match fault {
+                None => (self.now + self.sink_ms, Ok(()), true, None),
+                // Down: the connection is refused at once.
+                Some(None) => (
+                    self.now + 5,
+                    Err("connection refused (simulated)".into()),
+                    false,
+                    None,
+                ),
+                Some(Some(slow)) => {
+                    let takes = self.sink_ms + slow;
+                    if takes > w.timeout_ms as Millis {
+                        // Timed out; whether the write still lands later is a coin toss.
+                        let late = self.rng.random_bool(0.5).then_some(self.now + takes);
+                        let err =
+                            format!("not acknowledged within {} ms (simulated)", w.timeout_ms);
+                        (self.now + w.timeout_ms as Millis, Err(err), false, late)
+                    } else {
+                        (self.now + takes, Ok(()), true, None)
+                    }
+                }
+            };
+            if let Some(t) = late {
+                let output = Arc::clone(&w.output);
+                self.schedule(t, EventKind::Land { sink, output });
+            }
+            let land = land.then(|| Arc::clone(&w.output));
+            self.schedule(
+                at,
+                EventKind::WriteDone {
+                    epoch,
+                    id: w.id,
+                    attempt: w.attempt,
+                    sink,
+                    result,
+                    land,
+                },
+            );
+        }
+    }
+
+    /// Latencies of a write every sink acknowledged.
+    fn account(&mut self, meta: &WriteMeta) {
+        let now = self.now;
+        let work = self.costs.remove(&meta.write_id).map_or(0, |c| c.work_us);
+        for &ts in &meta.alert_timestamps_ms {
+            let us = (now - ts).max(0) as u64 * 1000 + work;
+            self.alert_latency.record_us(us);
+            if self.recovering_at(ts) {
+                self.alert_latency_recovery.record_us(us);
+            }
+        }
+        for &emitted in &meta.finals_emitted_ms {
+            self.window_latency
+                .record_us((now - emitted).max(0) as u64 * 1000 + work);
+        }
+        if let Some(t) = meta.trigger_ms {
+            self.trigger_processing
+                .record_us((now - t).max(0) as u64 * 1000 + work);
+        }
+    }
+
+    fn recovering_at(&self, t: Millis) -> bool {
+        self.recovery
+            .iter()
+            .any(|(a, b)| t >= *a && b.is_none_or(|b| t <= b))
+    }
+
+    /// Opens a recovery span when a fault starts; closes it once the job has caught up: every
+    /// readable record read and handed to the engine, nothing left to write.
+    fn track_recovery(&mut self) {
+        let now = self.now;
+        let fault_active = self.driver.is_none()
+            || self.kafka_down(now).is_some()
+            || self
+                .plan
+                .sink
+                .iter()
+                .any(|(_, a, b, _)| (*a..*b).contains(&now));
+        let open = self.recovery.last().is_some_and(|(_, b)| b.is_none());
+        if fault_active && !open {
+            self.recovery.push((now, None));
+        } else if !fault_active && open {
+            let caught_up = self
+                .driver
+                .as_ref()
+                .is_some_and(|d| d.buffered() == 0 && d.pending_items() == 0)
+                && self
+                    .partition_ids()
+                    .iter()
+                    .enumerate()
+                    .all(|(i, id)| self.log.position(id.0, id.1) >= self.visible_end[i]);
+            if caught_up && let Some(last) = self.recovery.last_mut() {
+                last.1 = Some(now);
+            }
+        }
+        if let Some(d) = &self.driver {
+            self.pending_items_max = self.pending_items_max.max(d.pending_items());
+        }
+    }
+
+    /// The job dies: the driver and what it had in flight are gone. Writes already sent may
+    /// or may not have reached their stores, a checkpoint being stored may or may not have
+    /// become durable, a commit may or may not have landed: a seeded coin decides each.
+    fn crash(&mut self) {
+        let Some(driver) = self.driver.take() else {
+            return;
+        };
+        self.absorb_stats(driver.stats());
+        self.crash_count += 1;
+        self.epoch += 1;
+        self.paused.clear();
+        self.costs.clear();
+        let events = std::mem::take(&mut self.events).into_vec();
+        for Reverse(e) in events {
+            let keep = match e.kind {
+                EventKind::Land { .. } => Some(e.kind),
+                EventKind::WriteDone { land, sink, .. } => match land {
+                    Some(output) if self.rng.random_bool(0.5) => {
+                        self.stores[sink].apply(&output);
+                        None
+                    }
+                    _ => None,
+                },
+                EventKind::StoreDone { data, .. } => {
+                    if self.rng.random_bool(0.5) {
+                        self.count_processed(&data);
+                        self.checkpoint = Some(data);
+                    }
+                    None
+                }
+                EventKind::CommitDone {
+                    result, positions, ..
+                } => {
+                    if result.is_ok() && self.rng.random_bool(0.5) {
+                        self.commit(&positions);
+                    }
+                    None
+                }
+            };
+            if let Some(kind) = keep {
+                self.schedule(e.at, kind);
+            }
+        }
+        self.restart_at = Some(self.now + self.plan.restart_ms);
+    }
+
+    fn absorb_stats(&mut self, s: &DriverStats) {
+        let t = &mut self.stats;
+        t.records_received += s.records_received;
+        t.records_released += s.records_released;
+        t.redelivered += s.redelivered;
+        t.unassigned += s.unassigned;
+        t.cuts += s.cuts;
+        for (a, b) in t.writes.iter_mut().zip(s.writes) {
+            *a += b;
+        }
+        if t.write_failures.len() < s.write_failures.len() {
+            t.write_failures.resize(s.write_failures.len(), 0);
+        }
+        for (a, b) in t.write_failures.iter_mut().zip(&s.write_failures) {
+            *a += b;
+        }
+        t.checkpoints += s.checkpoints;
+        t.checkpoint_failures += s.checkpoint_failures;
+        t.commits += s.commits;
+        t.commit_failures += s.commit_failures;
+        t.source_errors += s.source_errors;
+        t.pending_items_max = t.pending_items_max.max(s.pending_items_max);
+        t.buffered_max = t.buffered_max.max(s.buffered_max);
+        t.backpressure_episodes += s.backpressure_episodes;
+    }
+
+    /// Once every record is produced, readable and read, the input has ended: the driver
+    /// flushes every window final, writes, checkpoints, commits and stops.
+    fn end_input_if_done(&mut self) -> Result<(), RunError> {
+        if self.ended || !self.input_done || self.restart_at.is_some() {
+            return Ok(());
+        }
+        if self.invisible.iter().any(|q| !q.is_empty()) {
+            return Ok(());
+        }
+        let ids = self.partition_ids();
+        let all_read = ids
+            .iter()
+            .enumerate()
+            .all(|(i, id)| self.log.position(id.0, id.1) >= self.visible_end[i]);
+        let Some(driver) = self.driver.as_mut() else {
+            return Ok(());
+        };
+        if all_read && driver.buffered() == 0 {
+            self.ended = true;
+            self.crashes.clear();
+            let now = self.now;
+            let watch = Stopwatch::start();
+            driver.handle_end_of_input(now, StopReason::EndOfInput);
+            self.add_work(watch);
+            self.carry_out();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, total: Stopwatch) -> RunResult {
+        if let Some(d) = self.driver.take() {
+            self.absorb_stats(d.stats());
+            let counters = d.engine().counters();
+            return self.result(counters, total);
+        }
+        self.result(pipeline::engine::Counters::default(), total)
+    }
+
+    fn result(self, counters: pipeline::engine::Counters, total: Stopwatch) -> RunResult {
+        let faults = traces(&self.labels, &self.stores[0]);
+        let injected = self.plan.describe();
+        let pending_items_max = self.pending_items_max.max(self.stats.pending_items_max);
+        let [documents, tables] = self.stores;
+        RunResult {
+            scenario: self.scenario.name.clone(),
+            seed: self.seed,
+            duration_ms: self.end - self.start,
+            offered: self.offered,
+            counters,
+            documents,
+            tables,
+            alert_latency: self.alert_latency,
+            alert_latency_recovery: self.alert_latency_recovery,
+            window_latency: self.window_latency,
+            trigger_processing: self.trigger_processing,
+            pipeline_wall: self.pipeline_wall,
+            replay_speed: None,
+            total_wall: total.elapsed(),
+            faults,
+            injected,
+            crashes: self.crash_count,
+            driver: self.stats,
+            pending_items_max,
+            driver_max_pending: self.plan.max_pending_items,
+            throughput: self.throughput,
+        }
+    }
+}
+
+/// What became of each labelled record, read from the store's dead letters and late records by
+/// source position.
+fn traces(labels: &[(Topic, i32, i64, FaultKind)], store: &MemoryStore) -> Vec<FaultTrace> {
+    let mut dead: BTreeMap<(Topic, i32, i64), DeadLetterReason> = BTreeMap::new();
+    for d in store.dead_letters() {
+        dead.entry((d.topic, d.position.partition, d.position.offset))
+            .or_insert(d.reason);
+    }
+    let mut late: BTreeMap<(Topic, i32, i64), Vec<Query>> = BTreeMap::new();
+    for l in store.late() {
+        late.entry((l.topic, l.position.partition, l.position.offset))
+            .or_default()
+            .push(l.query);
+    }
+    labels
+        .iter()
+        .map(|&(t, p, o, fault)| FaultTrace {
+            fault,
+            dead_letter: dead.get(&(t, p, o)).copied(),
+            late_for: late.get(&(t, p, o)).cloned().unwrap_or_default(),
+        })
+        .collect()
 }

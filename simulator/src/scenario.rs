@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use generator::GeneratorConfig;
+use pipeline::driver::DriverConfig;
 use pipeline::engine::EngineConfig;
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +35,15 @@ pub struct Scenario {
     /// Engine knobs: windows, watermark, triggers, thresholds, bounds.
     #[serde(default)]
     pub pipeline: EngineConfig,
+    /// Driver knobs: batching, checkpoints, retries, bounds (the production job's defaults).
+    #[serde(default)]
+    pub driver: DriverConfig,
     /// Modelled delays of the simulated network and sinks.
     #[serde(default)]
     pub network: NetworkModel,
+    /// Faults of the job's environment (memory backend): crashes, outages, interleaving, lag.
+    #[serde(default)]
+    pub faults: crate::faults::FaultsConfig,
     /// What must hold after the run.
     #[serde(default)]
     pub expect: Expectations,
@@ -63,8 +70,12 @@ pub struct NetworkModel {
     pub produce_to_consume_ms: i64,
     /// Time a sink takes to make a batch durable, milliseconds.
     pub sink_write_ms: i64,
-    /// Partitions per topic of the in-memory log.
+    /// Partitions per topic of the in-memory log (default 4, as `generator produce` creates).
     pub partitions: Option<i32>,
+    /// Time to store a checkpoint durably, milliseconds (default 5).
+    pub checkpoint_store_ms: Option<i64>,
+    /// Time for Kafka to acknowledge a commit, milliseconds (default 2).
+    pub commit_ms: Option<i64>,
 }
 
 /// Everything a scenario asserts.
@@ -81,6 +92,22 @@ pub struct Expectations {
     pub faults: Vec<FaultExpectation>,
     /// The output digest must equal this (pinned determinism).
     pub digest: Option<String>,
+    /// The run's digest must equal that of the same scenario and seed without its `[faults]`.
+    pub digest_equals_fault_free: bool,
+    /// The final rows the run shares with the same scenario without `[[generator.hostile]]`.
+    pub clean_run: Option<CleanRunExpectation>,
+}
+
+/// The scenario is run again without its `[[generator.hostile]]` entries, on the memory backend
+/// with the same seed; every final row of `queries` that the clean run wrote must be in this
+/// run too, equal field by field. Rows this run has beyond them (the hostile keys' own) are
+/// reported, not failed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanRunExpectation {
+    /// The queries compared (all eight when empty).
+    #[serde(default)]
+    pub queries: Vec<String>,
 }
 
 /// A comparison. Exactly one operator must be given.
@@ -183,6 +210,15 @@ pub enum CountMetric {
     RecordsIn,
     /// Records accepted by the engine (optionally of a topic).
     Accepted,
+    /// Most distinct keys a windowed query held at once (optionally of a query; else the
+    /// largest over the queries).
+    PeakKeys,
+    /// Most windows a query held open at once (optionally of a query; else the largest).
+    PeakOpenWindows,
+    /// Most strings the engine held interned at once.
+    PeakInternedStrings,
+    /// Most devices a topic tracked at once (optionally of a topic; else the largest).
+    PeakDevices,
 }
 
 /// An assertion on a count.
@@ -227,6 +263,11 @@ pub enum PerformanceMetric {
     WindowLatencyMs,
     /// One trigger's work, from its start to the last sink write, ms.
     TriggerProcessingMs,
+    /// Alert latency of records produced while the job was recovering from a fault (from the
+    /// fault's start until it had caught up again), ms.
+    AlertLatencyRecoveryMs,
+    /// Most output items ever unacknowledged by the sinks (the driver's pending output).
+    PendingItemsMax,
 }
 
 /// Which statistic of a latency distribution.
@@ -395,6 +436,13 @@ impl Scenario {
         s.pipeline
             .validate()
             .map_err(|e| invalid(format!("[pipeline]: {e}")))?;
+        s.driver
+            .validate()
+            .map_err(|e| invalid(format!("[driver]: {e}")))?;
+        let start_ms = s.start_ms();
+        s.faults
+            .plan(s.seed, start_ms, start_ms + duration_ms)
+            .map_err(|e| invalid(e.to_string()))?;
         for (i, r) in s.expect.rows.iter().enumerate() {
             r.query
                 .parse::<pipeline::engine::Query>()
@@ -435,6 +483,19 @@ impl Scenario {
                     "expect.counts[{i}]: unknown reason `{r}`; expected one of {}",
                     names.join(", ")
                 )));
+            }
+        }
+        if let Some(c) = &s.expect.clean_run {
+            for q in &c.queries {
+                q.parse::<pipeline::engine::Query>()
+                    .map_err(|e| invalid(format!("expect.clean_run: {e}")))?;
+            }
+            if s.generator.hostile.is_empty() {
+                return Err(invalid(
+                    "expect.clean_run compares with the scenario without [[generator.hostile]], \
+                     but it has none"
+                        .into(),
+                ));
             }
         }
         for (i, p) in s.expect.performance.iter().enumerate() {

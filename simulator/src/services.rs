@@ -10,9 +10,10 @@
 //!
 //! Every run works in a corner of its own — topic prefix, consumer group, MongoDB database,
 //! PostgreSQL schema, checkpoint directory, all named after the scenario, the seed and the
-//! process — removed at the end unless asked to keep it. Each topic has one partition: the
-//! engine's watermark is per topic, and one partition keeps a topic's order as produced, so the
-//! same seed gives the memory backend's digest.
+//! process — removed at the end unless asked to keep it. Each topic has the scenario's number of
+//! partitions (4 by default, as `generator produce` creates): the job's driver hands the engine
+//! its records in one canonical order whatever the partitions and their interleaving, so the same
+//! seed gives the memory backend's digest.
 //!
 //! Latencies are wall-clock measures of the real path: alert latency from the instant a record
 //! was due to be produced to its alert row acknowledged by MongoDB, window latency from a final
@@ -44,6 +45,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use crate::SimError;
 use crate::run::{FaultTrace, Progress, RunResult};
 use crate::scenario::Scenario;
+use crate::throughput::{Covered, ThroughputSeries};
 use crate::wallclock::{Stopwatch, epoch_ms};
 
 /// Where the services are.
@@ -161,8 +163,8 @@ impl Corner {
 struct Deliveries {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
-    /// (label index + 1 as sent, topic name, offset).
-    labelled: Mutex<Vec<(usize, String, i64)>>,
+    /// (label index + 1 as sent, topic name, partition, offset).
+    labelled: Mutex<Vec<(usize, String, i32, i64)>>,
 }
 
 impl rdkafka::ClientContext for Deliveries {}
@@ -174,7 +176,7 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(m) if label > 0 => {
                 if let Ok(mut l) = self.labelled.lock() {
-                    l.push((label, m.topic().to_owned(), m.offset()));
+                    l.push((label, m.topic().to_owned(), m.partition(), m.offset()));
                 }
             }
             Ok(_) => {}
@@ -191,8 +193,10 @@ impl ProducerContext for Deliveries {
 /// What the producer sent.
 struct Sent {
     offered: BTreeMap<Topic, u64>,
-    /// (topic, offset, label) of every labelled record.
-    faults: Vec<(Topic, i64, FaultKind)>,
+    /// (topic, partition, offset, label) of every labelled record.
+    faults: Vec<(Topic, i32, i64, FaultKind)>,
+    /// Records produced per simulated minute (the processed ones are added after the replay).
+    throughput: ThroughputSeries,
 }
 
 /// Progress shared between the producer thread and the replay: how far it got, and whether it
@@ -233,6 +237,7 @@ fn produce(
         .collect();
     let mut labels: Vec<FaultKind> = Vec::new();
     let mut offered: BTreeMap<Topic, u64> = BTreeMap::new();
+    let mut throughput = ThroughputSeries::new(generator.start_ms());
     let mut value = Vec::with_capacity(512);
     for record in generator.records() {
         if shared.stop.load(Ordering::Relaxed) {
@@ -271,6 +276,7 @@ fn produce(
             }
         }
         *offered.entry(record.topic).or_default() += 1;
+        throughput.offer(record.produce_time_ms, 1);
         shared
             .done_sim_ms
             .store(record.produce_time_ms, Ordering::Relaxed);
@@ -300,12 +306,16 @@ fn produce(
     let prefix = corner.prefix();
     let faults = labelled
         .into_iter()
-        .filter_map(|(label, name, offset)| {
+        .filter_map(|(label, name, partition, offset)| {
             let topic: Topic = name.strip_prefix(&prefix)?.parse().ok()?;
-            Some((topic, offset, *labels.get(label - 1)?))
+            Some((topic, partition, offset, *labels.get(label - 1)?))
         })
         .collect();
-    Ok(Sent { offered, faults })
+    Ok(Sent {
+        offered,
+        faults,
+        throughput,
+    })
 }
 
 async fn admin(addresses: &Addresses) -> Result<AdminClient<DefaultClientContext>, SimError> {
@@ -315,16 +325,20 @@ async fn admin(addresses: &Addresses) -> Result<AdminClient<DefaultClientContext
         .map_err(|e| failed(format!("cannot create a Kafka admin client: {e}")))
 }
 
-/// Creates the run's topics: one partition each, records kept whatever their timestamps say (a
-/// scenario's simulated time may lie days in the past or hours in the future).
-async fn create_topics(addresses: &Addresses, corner: &Corner) -> Result<(), SimError> {
+/// Creates the run's topics with `partitions` partitions each, records kept whatever their
+/// timestamps say (a scenario's simulated time may lie days in the past or hours in the future).
+async fn create_topics(
+    addresses: &Addresses,
+    corner: &Corner,
+    partitions: i32,
+) -> Result<(), SimError> {
     let admin = admin(addresses).await?;
     let names = corner.topics();
     let forever = i64::MAX.to_string();
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {
-            NewTopic::new(n, 1, TopicReplication::Fixed(1))
+            NewTopic::new(n, partitions, TopicReplication::Fixed(1))
                 .set("retention.ms", "-1")
                 .set("message.timestamp.before.max.ms", &forever)
                 .set("message.timestamp.after.max.ms", &forever)
@@ -456,6 +470,7 @@ pub fn run_services(
     config.postgres.schema.clone_from(&corner.name);
     config.checkpoint_dir.clone_from(&corner.checkpoint_dir);
     config.engine = scenario.pipeline.clone();
+    config.driver = scenario.driver.clone();
     config.console = false;
     config.ready_attempts = 5;
     config.end_after_records = Some(records);
@@ -466,7 +481,12 @@ pub fn run_services(
     let _ = std::fs::remove_dir_all(&corner.checkpoint_dir);
 
     let outcome = runtime.block_on(async {
-        create_topics(addresses, &corner).await?;
+        create_topics(
+            addresses,
+            &corner,
+            scenario.network.partitions.unwrap_or(4).max(1),
+        )
+        .await?;
         replay(
             config,
             (scenario, seed),
@@ -492,8 +512,8 @@ pub fn run_services(
     let faults = sent
         .faults
         .iter()
-        .map(|&(topic, offset, fault)| {
-            let at = |t: Topic, p: i32, o: i64| t == topic && p == 0 && o == offset;
+        .map(|&(topic, partition, offset, fault)| {
+            let at = |t: Topic, p: i32, o: i64| t == topic && p == partition && o == offset;
             FaultTrace {
                 fault,
                 dead_letter: documents
@@ -525,6 +545,13 @@ pub fn run_services(
         replay_speed: Some(options.speed),
         total_wall: total.elapsed(),
         faults,
+        alert_latency_recovery: pipeline::stats::Histogram::default(),
+        injected: Vec::new(),
+        crashes: 0,
+        pending_items_max: report.driver.pending_items_max,
+        driver: report.driver,
+        driver_max_pending: None,
+        throughput: sent.throughput,
     })
 }
 
@@ -589,6 +616,8 @@ async fn replay(
     let watch = Stopwatch::start();
     let mut every = tokio::time::interval(Duration::from_millis(250));
     let mut sent = None;
+    let mut processed = Processed::new(corner, clock, start);
+    let mut ticks = 0u64;
     let result = loop {
         tokio::select! {
             result = &mut job => break result,
@@ -605,6 +634,10 @@ async fn replay(
                 Err(_) => return Err(failed("the producer thread panicked")),
             },
             _ = every.tick() => {
+                ticks += 1;
+                if ticks.is_multiple_of(4) {
+                    processed.sample();
+                }
                 let done = shared.done_sim_ms.load(Ordering::Relaxed);
                 progress((done - start).clamp(0, end - start), end - start);
                 if watch.elapsed() > limit
@@ -627,12 +660,50 @@ async fn replay(
         )));
     }
     // Every record was consumed, so every record was produced: the producer is done or flushing.
-    let sent = match sent {
+    let mut sent = match sent {
         Some(s) => s,
         None => sent_rx
             .await
             .map_err(|_| failed("the producer thread panicked"))??,
     };
+    processed.sample();
+    for s in processed.series.samples() {
+        sent.throughput.process(s.start_ms, s.processed);
+    }
     progress(end - start, end - start);
     Ok((report, sent))
+}
+
+/// The processed side of the throughput series on a real backend: the job's checkpoint file is
+/// stored only after every sink acknowledged the output of the records it covers, so the records
+/// its positions newly cover were processed by the replayed instant it is read at.
+struct Processed {
+    dir: PathBuf,
+    clock: ReplayClock,
+    covered: Covered<pipeline::driver::PartitionId>,
+    series: ThroughputSeries,
+}
+
+impl Processed {
+    fn new(corner: &Corner, clock: ReplayClock, start: Millis) -> Self {
+        Processed {
+            dir: corner.checkpoint_dir.clone(),
+            clock,
+            covered: Covered::default(),
+            series: ThroughputSeries::new(start),
+        }
+    }
+
+    /// Reads the newest checkpoint; one being replaced as it is read is read next time.
+    fn sample(&mut self) {
+        let Ok(Some(loaded)) = pipeline::streaming::checkpoint::load(&self.dir) else {
+            return;
+        };
+        // The run's topics are new: every partition's first offset is 0.
+        let n = self.covered.advance(
+            loaded.data.positions.iter().map(|(id, last)| (id, *last)),
+            |_| 0,
+        );
+        self.series.process(self.clock.sim_ms(epoch_ms()), n);
+    }
 }
