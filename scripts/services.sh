@@ -8,6 +8,8 @@
 #   scripts/services.sh down     stop the processes this script started
 #   scripts/services.sh status   one line per service; exit 0 if all run, 3 otherwise
 #   scripts/services.sh env      print export lines: eval "$(scripts/services.sh env)"
+#   scripts/services.sh stop  kafka|ferretdb|postgres   stop one service (outage tests)
+#   scripts/services.sh start kafka|ferretdb|postgres   start it again (its data is kept)
 #
 # What runs (all on 127.0.0.1):
 #   PostgreSQL 15 (Debian package, private cluster, trust auth) :PG_PORT    (5432)  db smart_city
@@ -520,12 +522,30 @@ cmd_status() {
     return "$all"
 }
 
+# One service, for outage tests: `stop kafka|ferretdb|postgres`, `start ...`.
+stop_one() {
+    case $1 in
+    kafka) stop_pidfile kafka Kafka "$STATE/kafka/config/server.properties" ;;
+    ferretdb) stop_pidfile ferretdb FerretDB "$FERRETDB_BIN" ;;
+    postgres) stop_postgres ;;
+    *) die "stop what? kafka, ferretdb or postgres (got '$1')" ;;
+    esac
+}
+
+start_one() {
+    case $1 in
+    kafka) fetch_kafka; start_kafka ;;
+    ferretdb) build_ferretdb; start_ferretdb ;;
+    postgres) install_postgres; start_postgres ;;
+    *) die "start what? kafka, ferretdb or postgres (got '$1')" ;;
+    esac
+}
+
 cmd_env() {
     cat <<EOF
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
 export MONGODB_URI=mongodb://$HOST:$MONGO_PORT
 export POSTGRES_URL=postgres://postgres@$HOST:$PG_PORT/smart_city
-export SMART_CITY_SERVICES=1
 EOF
 }
 
@@ -534,7 +554,8 @@ main() {
     case $cmd in
     env) cmd_env; return ;;
     up | down | status) ;;
-    *) echo "usage: $0 {up|down|status|env}" >&2; exit 2 ;;
+    stop | start) [[ -n ${2:-} ]] || die "usage: $0 $cmd kafka|ferretdb|postgres" ;;
+    *) echo "usage: $0 {up|down|status|env|stop <service>|start <service>}" >&2; exit 2 ;;
     esac
     mkdir -p "$LOGS" "$RUN"
     # One invocation at a time per state dir (fd 9 is closed in every spawned service).
@@ -542,7 +563,11 @@ main() {
     if command -v flock >/dev/null 2>&1; then
         flock -w 900 9 || die "another services.sh is running for $STATE"
     fi
-    "cmd_$cmd"
+    case $cmd in
+    stop) stop_one "$2" ;;
+    start) start_one "$2" ;;
+    *) "cmd_$cmd" ;;
+    esac
 }
 
 main "$@"
