@@ -325,6 +325,11 @@ struct Sim<'a> {
     last_visible: Vec<Millis>,
     /// What the driver was last told of each partition: (next offset, end).
     reported: Vec<(i64, i64)>,
+    /// Something a poll could act on changed since the last one: records became visible, a
+    /// partition resumed, the job (re)started. Without it a poll would find nothing to do.
+    poll_due: bool,
+    /// Partitions (indices) whose position or visible end changed since the driver was told.
+    progress_changed: Vec<usize>,
     labels: Vec<(Topic, i32, i64, FaultKind)>,
     offered: BTreeMap<Topic, u64>,
     input_done: bool,
@@ -388,6 +393,8 @@ impl<'a> Sim<'a> {
             visible_end: vec![0; n],
             last_visible: vec![Millis::MIN; n],
             reported: vec![(-1, -1); n],
+            poll_due: true,
+            progress_changed: (0..n).collect(),
             labels: Vec::new(),
             offered: BTreeMap::new(),
             input_done: false,
@@ -434,6 +441,12 @@ impl<'a> Sim<'a> {
             .collect()
     }
 
+    /// The partition at index `i` of [`Sim::partition_ids`].
+    fn id(&self, i: usize) -> PartitionId {
+        let ppt = self.ppt as usize;
+        (Topic::ALL[i / ppt], (i % ppt) as i32)
+    }
+
     fn index(&self, topic: Topic, partition: i32) -> usize {
         let t = Topic::ALL.iter().position(|x| *x == topic).unwrap_or(0);
         t * self.ppt as usize + partition as usize
@@ -471,6 +484,8 @@ impl<'a> Sim<'a> {
             self.log.seek(id.0, id.1, offset);
         }
         self.reported.iter_mut().for_each(|r| *r = (-1, -1));
+        self.poll_due = true;
+        self.progress_changed = (0..self.reported.len()).collect();
         self.driver = Some(driver);
         self.add_work(watch);
         self.report_progress();
@@ -621,9 +636,13 @@ impl<'a> Sim<'a> {
     fn reveal_due(&mut self) {
         let now = self.now;
         for (i, q) in self.invisible.iter_mut().enumerate() {
-            while q.front().is_some_and(|t| *t <= now) {
-                q.pop_front();
-                self.visible_end[i] += 1;
+            if q.front().is_some_and(|t| *t <= now) {
+                while q.front().is_some_and(|t| *t <= now) {
+                    q.pop_front();
+                    self.visible_end[i] += 1;
+                }
+                self.poll_due = true;
+                self.progress_changed.push(i);
             }
         }
     }
@@ -733,31 +752,46 @@ impl<'a> Sim<'a> {
             }
             return;
         }
+        if !self.poll_due {
+            return;
+        }
+        self.poll_due = false;
         // The consumer learns every partition's end with the fetch responses that bring records
         // (one response per broker covers all its partitions): tell the driver before any of
         // them is handed over.
         self.report_progress();
-        let ids = self.partition_ids();
+        let n = self.reported.len();
         loop {
-            let readable: Vec<usize> = (0..ids.len())
-                .filter(|&i| {
-                    let (t, p) = ids[i];
-                    !self.paused.contains(&ids[i]) && self.log.position(t, p) < self.visible_end[i]
-                })
-                .collect();
-            if readable.is_empty() {
-                break;
-            }
-            let order: Vec<usize> = if self.plan.interleave {
-                vec![readable[self.rng.random_range(0..readable.len())]]
+            if self.plan.interleave {
+                let readable: Vec<usize> = (0..n).filter(|&i| self.readable(i)).collect();
+                if readable.is_empty() {
+                    break;
+                }
+                let i = readable[self.rng.random_range(0..readable.len())];
+                self.read_partition(self.id(i), i);
             } else {
-                readable
-            };
-            for i in order {
-                self.read_partition(ids[i], i);
+                // Reading one partition changes neither the pauses (carried out after the poll)
+                // nor another partition's position: one pass reads each readable partition once.
+                let mut read = false;
+                for i in 0..n {
+                    if self.readable(i) {
+                        self.read_partition(self.id(i), i);
+                        read = true;
+                    }
+                }
+                if !read {
+                    break;
+                }
             }
         }
         self.report_progress();
+    }
+
+    /// Whether partition `i` (in [`Sim::partition_ids`] order) has visible records and is not
+    /// paused.
+    fn readable(&self, i: usize) -> bool {
+        let id = self.id(i);
+        self.log.position(id.0, id.1) < self.visible_end[i] && !self.paused.contains(&id)
     }
 
     fn read_partition(&mut self, (topic, p): PartitionId, i: usize) {
@@ -784,24 +818,38 @@ impl<'a> Sim<'a> {
         driver.handle_records(self.now, &records);
         drop(records);
         self.log.seek(topic, p, to);
+        self.progress_changed.push(i);
         self.add_work(watch);
     }
 
     /// Tells the driver where each partition stands, when that changed.
     fn report_progress(&mut self) {
-        let ids = self.partition_ids();
-        let Some(driver) = self.driver.as_mut() else {
+        if self.driver.is_none() {
+            // A restart reports every partition again.
+            self.progress_changed.clear();
             return;
-        };
-        let watch = Stopwatch::start();
-        for (i, id) in ids.iter().enumerate() {
+        }
+        if self.progress_changed.is_empty() {
+            return;
+        }
+        // In partition order, as a consumer reports a fetch response's partitions.
+        let mut changed = std::mem::take(&mut self.progress_changed);
+        changed.sort_unstable();
+        changed.dedup();
+        for &i in &changed {
+            let id = self.id(i);
             let now = (self.log.position(id.0, id.1), self.visible_end[i]);
             if self.reported[i] != now {
                 self.reported[i] = now;
-                driver.handle_progress(self.now, *id, Some(now.0), Some(now.1));
+                let watch = Stopwatch::start();
+                if let Some(driver) = self.driver.as_mut() {
+                    driver.handle_progress(self.now, id, Some(now.0), Some(now.1));
+                }
+                self.add_work(watch);
             }
         }
-        self.add_work(watch);
+        changed.clear();
+        self.progress_changed = changed;
     }
 
     fn tick_if_due(&mut self) {
@@ -850,6 +898,7 @@ impl<'a> Sim<'a> {
                     for p in ps {
                         self.paused.remove(&p);
                     }
+                    self.poll_due = true;
                     // Resumed partitions may have records to read at once.
                     self.poll();
                 }

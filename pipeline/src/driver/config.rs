@@ -26,6 +26,10 @@ pub struct DriverConfig {
     /// Records read ahead on one partition while another partition holds the merge back, past
     /// which that partition is paused; it resumes below half of it.
     pub max_buffered_per_partition: usize,
+    /// Key and value bytes read ahead over all partitions, past which every partition that
+    /// has records buffered is paused (one with none never is: the merge may wait for it); they
+    /// resume below half of it.
+    pub max_buffered_bytes: usize,
     /// A partition whose end is unknown and that delivered nothing for this long stops holding
     /// the other partitions back (Flink's `withIdleness`), milliseconds.
     pub idle_partition_ms: u64,
@@ -55,10 +59,11 @@ impl Default for DriverConfig {
             linger_ms: 0,
             flush_interval_ms: 200,
             flush_max_records: 5_000,
-            write_max_items: 5_000,
+            write_max_items: 1_000,
             write_timeout_ms: 30_000,
             max_pending_items: 200_000,
             max_buffered_per_partition: 8_000,
+            max_buffered_bytes: 48 << 20,
             idle_partition_ms: 5_000,
             checkpoint_interval_ms: 10_000,
             checkpoint_max_records: 200_000,
@@ -89,6 +94,7 @@ impl DriverConfig {
                 "max_buffered_per_partition",
                 self.max_buffered_per_partition as u64,
             ),
+            ("max_buffered_bytes", self.max_buffered_bytes as u64),
             ("checkpoint_max_records", self.checkpoint_max_records),
             ("retry_min_ms", self.retry_min_ms),
         ];

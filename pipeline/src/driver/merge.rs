@@ -56,8 +56,12 @@ pub(super) struct PartitionState {
     pub records_in: u64,
     /// Whether the driver asked the source to pause it because its buffer is full.
     pub buffer_full: bool,
+    /// Whether the source was last told to pause it (and not to resume it since).
+    pub paused_at_source: bool,
     records: VecDeque<Entry>,
     bytes: Vec<u8>,
+    /// Key and value bytes of the records buffered (the arena may hold more, already released).
+    live_bytes: usize,
 }
 
 impl PartitionState {
@@ -72,14 +76,21 @@ impl PartitionState {
             max_timestamp_ms: None,
             records_in: 0,
             buffer_full: false,
+            paused_at_source: false,
             records: VecDeque::new(),
             bytes: Vec::new(),
+            live_bytes: 0,
         }
     }
 
     /// Records buffered, waiting for the merge.
     pub fn buffered(&self) -> usize {
         self.records.len()
+    }
+
+    /// Key and value bytes of the records buffered.
+    pub fn buffered_bytes(&self) -> usize {
+        self.live_bytes
     }
 
     /// Whether the source has handed over everything the partition holds.
@@ -125,6 +136,7 @@ impl PartitionState {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(rec.key);
         self.bytes.extend_from_slice(rec.value);
+        self.live_bytes += rec.key.len() + rec.value.len();
         self.records.push_back(Entry {
             offset: rec.position.offset,
             timestamp_ms: rec.kafka_timestamp_ms,
@@ -162,15 +174,32 @@ impl PartitionState {
     }
 
     /// Drops the first buffered record, reclaiming the arena when it is worth it.
+    ///
+    /// The arena's capacity follows what is buffered: a catch-up's peak is not kept for the
+    /// rest of the run (it would count in the job's memory as if still read ahead).
     pub fn pop(&mut self) {
-        self.records.pop_front();
+        if let Some(e) = self.records.pop_front() {
+            self.live_bytes -= e.key_len + e.value_len;
+        }
         match self.records.front() {
-            None => self.bytes.clear(),
+            None => {
+                self.bytes.clear();
+                if self.bytes.capacity() > 16 * COMPACT_BYTES {
+                    self.bytes.shrink_to(COMPACT_BYTES);
+                }
+                if self.records.capacity() > 4096 {
+                    self.records.shrink_to(1024);
+                }
+            }
             Some(first) if first.start > COMPACT_BYTES && first.start > self.bytes.len() / 2 => {
                 let shift = first.start;
                 self.bytes.drain(..shift);
                 for e in &mut self.records {
                     e.start -= shift;
+                }
+                if self.bytes.capacity() > 4 * self.bytes.len().max(COMPACT_BYTES) {
+                    self.bytes
+                        .shrink_to(2 * self.bytes.len().max(COMPACT_BYTES));
                 }
             }
             Some(_) => {}
@@ -181,6 +210,7 @@ impl PartitionState {
     pub fn clear(&mut self) {
         self.records.clear();
         self.bytes.clear();
+        self.live_bytes = 0;
     }
 }
 

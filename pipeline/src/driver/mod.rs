@@ -25,7 +25,9 @@
 //! - **Retries** with exponential backoff and seeded jitter, for as long as it takes, one warning
 //!   per sink per `warn_interval_ms`, counted.
 //! - **Backpressure**: past `max_pending_items` unacknowledged items every partition is paused;
-//!   past `max_buffered_per_partition` records read ahead, that partition is.
+//!   past `max_buffered_per_partition` records read ahead, that partition is; past
+//!   `max_buffered_bytes` read ahead over all partitions, every partition with records buffered
+//!   is (never one the merge may be waiting for: it has none).
 //!
 //! **Invariants** (asserted in debug builds, tested in `tests.rs` and by the simulator's swarm):
 //! positions are committed only when a durable checkpoint covers them and every sink
@@ -235,6 +237,10 @@ pub struct DriverStats {
     pub pending_items_max: usize,
     /// Most records ever buffered for the merge.
     pub buffered_max: usize,
+    /// Most key and value bytes ever buffered for the merge.
+    pub buffered_bytes_max: usize,
+    /// Times the read-ahead reached `max_buffered_bytes`.
+    pub read_ahead_full_episodes: u64,
     /// Times backpressure paused every partition.
     pub backpressure_episodes: u64,
 }
@@ -309,6 +315,8 @@ pub struct Driver {
     /// A failed final commit (during a stop): its id, attempts so far, and when to try again.
     final_commit_retry: Option<(u64, u32, Millis)>,
     backpressured: bool,
+    /// Read-ahead reached `max_buffered_bytes`: partitions with records buffered are paused.
+    read_ahead_full: bool,
     source_failing_since: Option<Millis>,
     source_errors_in_run: u64,
     source_last_warn: Option<Millis>,
@@ -389,6 +397,7 @@ impl Driver {
             final_commit_retry: None,
             last_committed: None,
             backpressured: false,
+            read_ahead_full: false,
             source_failing_since: None,
             source_errors_in_run: 0,
             source_last_warn: None,
@@ -498,14 +507,18 @@ impl Driver {
     pub fn paused(&self) -> Vec<PartitionId> {
         self.parts
             .iter()
-            .filter(|p| self.backpressured || p.buffer_full)
+            .filter(|p| self.is_paused(p))
             .map(|p| p.id)
             .collect()
     }
 
+    fn is_paused(&self, p: &PartitionState) -> bool {
+        self.backpressured || p.buffer_full || (self.read_ahead_full && p.buffered() > 0)
+    }
+
     /// Whether any partition may be fetched now.
     pub fn wants_records(&self) -> bool {
-        self.accepting && !self.backpressured && self.parts.iter().any(|p| !p.buffer_full)
+        self.accepting && self.parts.iter().any(|p| !self.is_paused(p))
     }
 
     /// Partitions were assigned: returns where to start reading each.
@@ -937,9 +950,14 @@ impl Driver {
         if self.parts.iter().any(|p| p.holds_back(now, idle)) {
             return;
         }
+        let max_pending = self.config.max_pending_items;
         while let Some(i) = first_head(&self.parts) {
             self.release_one(i);
             if self.parts[i].buffered() == 0 && self.parts[i].holds_back(now, idle) {
+                break;
+            }
+            // The output of what was read ahead must not overshoot the bound either.
+            if self.pending_items() >= max_pending {
                 break;
             }
         }
@@ -1249,7 +1267,6 @@ impl Driver {
         let pending = self.pending_items();
         self.stats.pending_items_max = self.stats.pending_items_max.max(pending);
         let max = self.config.max_pending_items;
-        let before = self.paused();
         if !self.backpressured && pending >= max {
             self.backpressured = true;
             self.stats.backpressure_episodes += 1;
@@ -1273,21 +1290,34 @@ impl Driver {
                 p.buffer_full = false;
             }
         }
-        let after = self.paused();
-        let paused: Vec<PartitionId> = after
-            .iter()
-            .filter(|p| !before.contains(p))
-            .copied()
-            .collect();
-        let resumed: Vec<PartitionId> = before
-            .iter()
-            .filter(|p| !after.contains(p))
-            .copied()
-            .collect();
+        let bytes: usize = self.parts.iter().map(PartitionState::buffered_bytes).sum();
+        self.stats.buffered_bytes_max = self.stats.buffered_bytes_max.max(bytes);
+        let max = self.config.max_buffered_bytes;
+        if !self.read_ahead_full && bytes >= max {
+            self.read_ahead_full = true;
+            self.stats.read_ahead_full_episodes += 1;
+        } else if self.read_ahead_full && bytes <= max / 2 {
+            self.read_ahead_full = false;
+        }
+        // Pause and resume by what the source was last told: whether a partition should be
+        // paused also changes outside this function (a release empties its buffer).
+        let mut paused = Vec::new();
+        let mut resumed = Vec::new();
+        for i in 0..self.parts.len() {
+            let want = self.is_paused(&self.parts[i]);
+            let p = &mut self.parts[i];
+            if want && !p.paused_at_source {
+                p.paused_at_source = true;
+                paused.push(p.id);
+            } else if !want && p.paused_at_source && self.accepting {
+                p.paused_at_source = false;
+                resumed.push(p.id);
+            }
+        }
         if !paused.is_empty() {
             self.actions.push_back(Action::Pause(paused));
         }
-        if !resumed.is_empty() && self.accepting {
+        if !resumed.is_empty() {
             self.actions.push_back(Action::Resume(resumed));
         }
     }
@@ -1296,6 +1326,11 @@ impl Driver {
         let Some(idle) = self.config.idle_exit_ms else {
             return;
         };
+        // A paused partition delivers nothing because it was told not to: the input is not idle.
+        if self.backpressured || self.read_ahead_full || self.parts.iter().any(|p| p.buffer_full) {
+            self.last_record_ms = self.now;
+            return;
+        }
         if self.stopping.is_none()
             && self.now - self.last_record_ms >= idle as Millis
             && self.lanes.is_idle()
@@ -1307,6 +1342,9 @@ impl Driver {
 
     fn begin_stop(&mut self, reason: StopReason) {
         self.accepting = false;
+        for p in &mut self.parts {
+            p.paused_at_source = true;
+        }
         let all: Vec<PartitionId> = self.parts.iter().map(|p| p.id).collect();
         if !all.is_empty() {
             self.actions.push_back(Action::Pause(all));

@@ -591,6 +591,77 @@ fn backpressure_pauses_and_resumes() {
     assert_eq!(archived, records.len() as u64, "every record archived once");
 }
 
+// Proves the read-ahead byte bound pauses the partitions holding records, never the one the
+// merge waits for, and resumes a paused partition once the merge has emptied it (the source
+// must be told: nothing else would ever fetch it again), so a backlog is still read to its
+// end with the single-stream result.
+#[test]
+fn the_read_ahead_byte_bound_pauses_full_partitions_and_resumes_emptied_ones() {
+    let records = stream(9, 20, 0, 0);
+    let (digest, _, _) = reference(&records);
+    let logs = partitioned(&records, 2);
+    let bound = 40 * logs[0][0].value.len();
+    let config = DriverConfig {
+        max_buffered_bytes: bound,
+        ..config()
+    };
+    let mut h = Harness::new(logs, config, 1);
+    // Partition 1 has not delivered yet: partition 0's records wait for it.
+    h.feed(0, 100);
+    assert_eq!(h.paused, BTreeSet::from([0]), "the full partition, only it");
+    let at = h.next[0];
+    h.feed(0, 100);
+    assert_eq!(h.next[0], at, "a paused partition is not read");
+    let mut resumed = false;
+    let mut rounds = 0;
+    while !h.done() {
+        h.feed(1, 10);
+        h.feed(0, 10);
+        resumed |= !h.paused.contains(&0);
+        assert!(!h.paused.contains(&1) || h.driver.buffered() > 0);
+        rounds += 1;
+        assert!(rounds < 10_000, "stuck: paused {:?}", h.paused);
+    }
+    assert!(resumed, "partition 0 was resumed once emptied");
+    assert!(h.driver.stats().read_ahead_full_episodes >= 1);
+    h.finish();
+    assert_eq!(h.store.digest().hex(), digest);
+}
+
+// Proves the end-of-input timer does not run while the driver itself keeps partitions paused:
+// silence it asked for is not the end of the input.
+#[test]
+fn idle_exit_waits_while_partitions_are_paused() {
+    let records = stream(6, 10, 0, 0);
+    let config = DriverConfig {
+        max_pending_items: 300,
+        write_max_items: 100,
+        idle_exit_ms: Some(5_000),
+        ..config()
+    };
+    let mut h = Harness::new(partitioned(&records, 1), config, 1);
+    h.answer_writes = false;
+    while !h.paused.contains(&0) {
+        h.feed(0, 50);
+    }
+    // Writes are slow for a minute: backpressure keeps the partition paused.
+    for _ in 0..60 {
+        h.tick(h.now + 1_000);
+    }
+    assert_eq!(h.stopped, None, "stopped while paused by backpressure");
+    h.answer_writes = true;
+    h.answer_held();
+    while !h.done() {
+        assert_eq!(h.stopped, None, "stopped with records unread");
+        h.feed(0, 50);
+        h.tick(h.now + 100);
+    }
+    h.tick(h.now + 10_000);
+    assert_eq!(h.stopped, Some(StopReason::Idle), "idle once really idle");
+    let archived: u64 = h.store.archived().values().sum();
+    assert_eq!(archived, records.len() as u64, "every record archived once");
+}
+
 // Proves no write holds more than `write_max_items`, whatever piles up.
 #[test]
 fn writes_are_bounded() {
