@@ -12,6 +12,7 @@
 //! - [`stats`]: the bounded latency histogram shared by the streaming job and the simulator.
 //! - [`sink`], [`source`]: the traits, in-memory backends, and (feature `services`) the
 //!   MongoDB, PostgreSQL, console and Kafka shells; [`streaming`](crate) runs them.
+//! - [`logging`]: the binary's log format, human or JSON lines.
 //!
 //! The model is free of the Kafka/MongoDB/PostgreSQL clients: those live behind the `services`
 //! feature so the generator and the simulator's memory path never compile them.
@@ -21,6 +22,7 @@ pub mod digest;
 pub mod driver;
 pub mod engine;
 pub mod json;
+pub mod logging;
 pub mod model;
 pub mod replay;
 pub mod sink;
