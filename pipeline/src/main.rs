@@ -11,10 +11,12 @@
 //!   `--from`/`--to`); `PIPELINE_JOB_TYPE=batch` chooses it too.
 //!
 //! Logs go to stderr as human-readable lines, or one JSON object per line with `--log-format
-//! json` (`PIPELINE_LOG_FORMAT`).
+//! json` (`PIPELINE_LOG_FORMAT`); `pipeline streaming --metrics-addr` (`PIPELINE_METRICS_ADDR`)
+//! serves Prometheus `/metrics`, `/healthz` and `/readyz`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -185,6 +187,10 @@ struct StreamingArgs {
     /// Do not print the console table every 30 s.
     #[arg(long)]
     no_console: bool,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` on this address (for example
+    /// `0.0.0.0:9898`); not served when unset.
+    #[arg(long, env = "PIPELINE_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The driver configuration: the file's, then the flags'.
@@ -329,6 +335,7 @@ fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
     config.max_records = args.max_records;
     config.ready_attempts = args.ready_attempts;
     config.console = !args.no_console;
+    config.metrics_addr = args.metrics_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
