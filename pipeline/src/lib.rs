@@ -11,7 +11,9 @@
 //!   forecast model is plain Rust, the job itself needs the `services` feature.
 //! - [`stats`]: the bounded latency histogram shared by the streaming job and the simulator.
 //! - [`sink`], [`source`]: the traits, in-memory backends, and (feature `services`) the
-//!   MongoDB, PostgreSQL, console and Kafka shells; [`streaming`](crate) runs them.
+//!   MongoDB, PostgreSQL, console and Kafka shells; [`streaming`](crate) runs them and serves
+//!   its metrics and health endpoints.
+//! - [`logging`]: the binary's log format, human or JSON lines.
 //!
 //! The model is free of the Kafka/MongoDB/PostgreSQL clients: those live behind the `services`
 //! feature so the generator and the simulator's memory path never compile them.
@@ -21,6 +23,7 @@ pub mod digest;
 pub mod driver;
 pub mod engine;
 pub mod json;
+pub mod logging;
 pub mod model;
 pub mod replay;
 pub mod sink;

@@ -9,15 +9,21 @@
 //! - `pipeline batch` (built with the `services` feature) computes the historical features of
 //!   SPEC §4 from the PostgreSQL archive into feature tables (`POSTGRES_URL`, `POSTGRES_SCHEMA`,
 //!   `--from`/`--to`); `PIPELINE_JOB_TYPE=batch` chooses it too.
+//!
+//! Logs go to stderr as human-readable lines, or one JSON object per line with `--log-format
+//! json` (`PIPELINE_LOG_FORMAT`); `pipeline streaming --metrics-addr` (`PIPELINE_METRICS_ADDR`)
+//! serves Prometheus `/metrics`, `/healthz` and `/readyz`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use pipeline::engine::{Engine, EngineConfig, Query};
+use pipeline::logging::LogFormat;
 use pipeline::model::Topic;
 
 #[derive(Debug, Parser)]
@@ -37,6 +43,15 @@ struct Cli {
         global = true
     )]
     job_type: String,
+    /// Log lines as text for people (`human`) or one JSON object per line (`json`), to stderr.
+    #[arg(
+        long,
+        env = "PIPELINE_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Human,
+        global = true
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +187,10 @@ struct StreamingArgs {
     /// Do not print the console table every 30 s.
     #[arg(long)]
     no_console: bool,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` on this address (for example
+    /// `0.0.0.0:9898`); not served when unset.
+    #[arg(long, env = "PIPELINE_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The driver configuration: the file's, then the flags'.
@@ -296,23 +315,11 @@ fn replay(input: PathBuf, output: PathBuf, config: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
-/// Logs to stderr, at `RUST_LOG`'s levels or `info`.
 #[cfg(feature = "services")]
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-#[cfg(feature = "services")]
-fn streaming(args: StreamingArgs) -> Result<()> {
+fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
     use pipeline::streaming::{StreamingConfig, run, shutdown_signal};
 
-    init_logging();
+    pipeline::logging::init(log_format);
     let mut config = StreamingConfig::new(
         &args.kafka_bootstrap_servers,
         &args.mongodb_uri,
@@ -328,6 +335,7 @@ fn streaming(args: StreamingArgs) -> Result<()> {
     config.max_records = args.max_records;
     config.ready_attempts = args.ready_attempts;
     config.console = !args.no_console;
+    config.metrics_addr = args.metrics_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -344,7 +352,7 @@ fn streaming(args: StreamingArgs) -> Result<()> {
 }
 
 #[cfg(not(feature = "services"))]
-fn streaming(_args: StreamingArgs) -> Result<()> {
+fn streaming(_args: StreamingArgs, _log_format: LogFormat) -> Result<()> {
     bail!(
         "this `pipeline` was built without the `services` feature; rebuild with \
          `cargo build --release -p pipeline --features services` to run the Kafka job"
@@ -352,11 +360,11 @@ fn streaming(_args: StreamingArgs) -> Result<()> {
 }
 
 #[cfg(feature = "services")]
-fn batch(args: BatchArgs) -> Result<()> {
+fn batch(args: BatchArgs, log_format: LogFormat) -> Result<()> {
     use pipeline::batch::{BatchConfig, BatchError, run};
     use pipeline::time::format_rfc3339;
 
-    init_logging();
+    pipeline::logging::init(log_format);
     let instant = |flag: &str, text: &Option<String>| -> Result<Option<i64>> {
         text.as_deref()
             .map(|t| {
@@ -422,7 +430,7 @@ fn batch(args: BatchArgs) -> Result<()> {
 }
 
 #[cfg(not(feature = "services"))]
-fn batch(_args: BatchArgs) -> Result<()> {
+fn batch(_args: BatchArgs, _log_format: LogFormat) -> Result<()> {
     bail!(
         "this `pipeline` was built without the `services` feature; rebuild with \
          `cargo build --release -p pipeline --features services` to run the batch job"
@@ -446,7 +454,7 @@ fn main() -> Result<()> {
             output,
             config,
         } => replay(input, output, config),
-        Command::Streaming(args) => streaming(args),
-        Command::Batch(args) => batch(args),
+        Command::Streaming(args) => streaming(args, cli.log_format),
+        Command::Batch(args) => batch(args, cli.log_format),
     }
 }

@@ -47,7 +47,8 @@ fn upper(b: usize) -> u64 {
     let e = b / SUB + u64::from(SUB_BITS) - 1;
     let sub = b % SUB;
     let low = (1u64 << e) | (sub << (e - u64::from(SUB_BITS)));
-    low + (1u64 << (e - u64::from(SUB_BITS))) - 1
+    // Width less one first: the last bucket ends at u64::MAX.
+    low + ((1u64 << (e - u64::from(SUB_BITS))) - 1)
 }
 
 impl std::fmt::Display for Percentiles {
@@ -112,6 +113,29 @@ impl Histogram {
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.total
+    }
+
+    /// Sum of every sample, microseconds.
+    pub fn sum_us(&self) -> u128 {
+        self.sum_us
+    }
+
+    /// For each bound (ascending, microseconds), the samples at most that bound, in one pass:
+    /// a Prometheus histogram's cumulative buckets. A bucket counts below a bound only when its
+    /// whole range is, so a sample within 1/32 under a bound may count above it.
+    pub fn counts_at_most_us(&self, bounds_us: &[u64]) -> Vec<u64> {
+        debug_assert!(bounds_us.is_sorted(), "bounds ascend");
+        let mut out = Vec::with_capacity(bounds_us.len());
+        let mut seen = 0;
+        let mut b = 0;
+        for &bound in bounds_us {
+            while b < self.counts.len() && upper(b) <= bound {
+                seen += self.counts[b];
+                b += 1;
+            }
+            out.push(seen);
+        }
+        out
     }
 
     /// The value at quantile `q` (0-1), microseconds; 0 with no samples.
@@ -187,5 +211,28 @@ mod tests {
         assert_eq!(m.count(), 10_001);
         assert_eq!(m.quantile_us(0.0), 0);
         assert_eq!(m.quantile_us(1.0), 10_000);
+    }
+
+    // Proves the cumulative counts at bounds: exact where a bound ends a bucket, never above the
+    // true count, and at most one bucket (1/32) short of it.
+    #[test]
+    fn counts_at_most_bounds() {
+        let mut h = Histogram::default();
+        for v in [0u64, 5, 31, 1_000, 1_000, 20_000, 5_000_000] {
+            h.record_us(v);
+        }
+        assert_eq!(
+            h.counts_at_most_us(&[0, 31, 999, 1_023, 1_000_000, u64::MAX]),
+            [1, 3, 3, 5, 6, 7]
+        );
+        assert_eq!(h.sum_us(), 5_022_036);
+        let mut g = Histogram::default();
+        for v in 1..=100_000u64 {
+            g.record_us(v);
+        }
+        for bound in [1_000u64, 2_500, 10_000, 50_000] {
+            let n = g.counts_at_most_us(&[bound])[0];
+            assert!(n <= bound && n + bound / 32 + 1 >= bound, "{bound}: {n}");
+        }
     }
 }

@@ -245,6 +245,48 @@ pub struct DriverStats {
     pub backpressure_episodes: u64,
 }
 
+/// One assigned partition as the driver sees it, for the job's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionStatus {
+    /// Topic and partition.
+    pub id: PartitionId,
+    /// Records received from it by this run.
+    pub records_in: u64,
+    /// Offset of the last record handed to the engine.
+    pub released: Option<i64>,
+    /// The next offset the source will hand over, when it said so.
+    pub next_offset: Option<i64>,
+    /// The offset its next record will get (its end, the high watermark), when known.
+    pub end_offset: Option<i64>,
+    /// Highest Kafka timestamp handed to the engine from it.
+    pub max_timestamp_ms: Option<Millis>,
+    /// Records read ahead and waiting for the merge.
+    pub buffered: usize,
+    /// Whether the driver wants it paused (backpressure or a full buffer).
+    pub paused: bool,
+}
+
+impl PartitionStatus {
+    /// Records in the partition not yet handed to the engine (its end less the next offset to
+    /// process), when its end is known.
+    pub fn lag(&self) -> Option<i64> {
+        let next = self.released.map(|r| r + 1).or(self.next_offset)?;
+        self.end_offset.map(|end| (end - next).max(0))
+    }
+}
+
+/// Something the driver keeps retrying: a sink's writes or the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The sink's name, or `source`.
+    pub what: &'static str,
+    /// Processing time of the first failure of this run of failures.
+    pub since_ms: Millis,
+    /// Attempts so far (sink: of its oldest failing write, the one under way included;
+    /// source: errors since it started failing).
+    pub attempts: u64,
+}
+
 /// A driver that cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -456,6 +498,65 @@ impl Driver {
             .iter()
             .map(|p| (p.id, p.received, p.end_offset, p.max_timestamp_ms))
             .collect()
+    }
+
+    /// Every assigned partition, in partition order.
+    pub fn partition_status(&self) -> Vec<PartitionStatus> {
+        self.parts
+            .iter()
+            .map(|p| PartitionStatus {
+                id: p.id,
+                records_in: p.records_in,
+                released: p.released,
+                next_offset: p.next_offset,
+                end_offset: p.end_offset,
+                max_timestamp_ms: p.max_timestamp_ms,
+                buffered: p.buffered(),
+                paused: self.backpressured || p.buffer_full,
+            })
+            .collect()
+    }
+
+    /// What is failing now and since when: the source, then each sink with a write awaiting a
+    /// retry (the earliest failure over the lanes). Empty when everything answers.
+    pub fn failures(&self) -> Vec<Failure> {
+        let mut out = Vec::new();
+        if let Some(since_ms) = self.source_failing_since {
+            out.push(Failure {
+                what: "source",
+                since_ms,
+                attempts: self.source_errors_in_run,
+            });
+        }
+        for (i, spec) in self.sinks.iter().enumerate() {
+            let mut worst: Option<Failure> = None;
+            for lane in Lane::ALL {
+                let Some(f) = &self.lanes.get(lane).in_flight else {
+                    continue;
+                };
+                if let Some(since_ms) = f.failing_since[i]
+                    && worst.is_none_or(|w| since_ms < w.since_ms)
+                {
+                    worst = Some(Failure {
+                        what: spec.name,
+                        since_ms,
+                        attempts: u64::from(f.attempts[i]),
+                    });
+                }
+            }
+            out.extend(worst);
+        }
+        out
+    }
+
+    /// Whether unacknowledged output has every partition paused.
+    pub fn is_backpressured(&self) -> bool {
+        self.backpressured
+    }
+
+    /// Whether a stop is under way (or done).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_some() || self.stopped
     }
 
     /// What the driver is waiting for, in words, for the job's status lines: partitions the

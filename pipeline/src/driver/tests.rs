@@ -788,3 +788,43 @@ fn a_failed_final_commit_is_retried_after_a_delay() {
         "retried by a tick"
     );
 }
+
+// Proves what the job's health and metrics read of the driver: a failing sink is reported from
+// its first failure until it answers again, the source from its first error until it delivers,
+// and each partition's lag is its end less the next offset the engine has not yet seen.
+#[test]
+fn failures_and_partition_status_follow_the_driver() {
+    let records = stream(3, 1, 0, 5);
+    let mut h = Harness::new(partitioned(&records, 1), config(), 2);
+    assert!(h.driver.failures().is_empty());
+    let end = h.logs[0].len() as i64;
+    let status = h.driver.partition_status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].lag(), Some(end), "nothing read yet");
+
+    h.failing.insert(1);
+    h.feed(0, 12);
+    let failed_at = h.now;
+    h.tick(h.now + 60_000);
+    let failures = h.driver.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].what, "second");
+    assert!(failures[0].since_ms >= failed_at && failures[0].since_ms <= h.now);
+    assert!(failures[0].attempts >= 2, "{failures:?}");
+    let status = h.driver.partition_status()[0];
+    assert_eq!(status.records_in, 12);
+    assert_eq!(status.released, Some(11));
+    assert_eq!(status.lag(), Some(end - 12));
+    assert!(status.max_timestamp_ms.is_some());
+
+    h.failing.clear();
+    h.tick(h.now + 60_000);
+    assert!(h.driver.failures().is_empty(), "the sink answers again");
+
+    h.driver.handle_source_error(h.now, "broker down");
+    let failures = h.driver.failures();
+    assert_eq!(failures.len(), 1);
+    assert_eq!((failures[0].what, failures[0].attempts), ("source", 1));
+    h.feed(0, 1);
+    assert!(h.driver.failures().is_empty(), "the source delivers again");
+}

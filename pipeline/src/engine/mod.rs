@@ -511,6 +511,29 @@ impl Engine {
             + self.parking.open_windows()
     }
 
+    /// Open windows per windowed query, in [`Query::ALL`] order.
+    pub fn open_windows_by_query(&self) -> [(Query, usize); 5] {
+        [
+            (Query::TrafficAggregations, self.traffic.open_windows()),
+            (Query::TransportMetrics, self.transport.open_windows()),
+            (Query::IncidentAggregations, self.incidents.open_windows()),
+            (Query::MobilityIndex, self.mobility.open_windows()),
+            (Query::ParkingAggregations, self.parking.open_windows()),
+        ]
+    }
+
+    /// Distinct keys held now per keyed windowed query (the census `max_keys_per_query`
+    /// bounds), in [`Query::ALL`] order.
+    pub fn keys_by_query(&self) -> [(Query, usize); 4] {
+        [
+            Query::TrafficAggregations,
+            Query::TransportMetrics,
+            Query::IncidentAggregations,
+            Query::ParkingAggregations,
+        ]
+        .map(|q| (q, self.keys[census_index(q)].len()))
+    }
+
     /// The whole state, for a checkpoint.
     pub fn checkpoint(&self) -> Vec<u8> {
         // Plain data with string or integer map keys: serialising cannot fail.

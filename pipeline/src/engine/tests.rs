@@ -950,3 +950,42 @@ fn checkpoint_restore_is_seamless() {
 }
 
 mod limits;
+
+// Proves the per-query state gauges the job exports: open windows per query add up to
+// `open_windows()`, keys count distinct keys (two sensors on one road and zone are one key), and
+// both fall to zero once every window was flushed final.
+#[test]
+fn open_windows_and_keys_by_query() {
+    let mut h = Harness::new();
+    for (i, sensor) in ["TS-1", "TS-2"].into_iter().enumerate() {
+        let t = 10_000 + i as Millis * 1_000;
+        h.feed(
+            Topic::Traffic,
+            t,
+            &traffic(sensor, "zone-1", "road-1", t, 40.0, 30.0, 5),
+        );
+    }
+    h.feed(
+        Topic::Parking,
+        12_000,
+        &parking("P-1", "zone-2", 12_000, 50.0, 50, 100),
+    );
+    let windows = h.engine.open_windows_by_query();
+    let total: usize = windows.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, h.engine.open_windows());
+    let of = |list: &[(Query, usize)], q: Query| list.iter().find(|(x, _)| *x == q).map(|x| x.1);
+    assert_eq!(
+        of(&windows[..], Query::TrafficAggregations),
+        Some(5),
+        "5 min sliding 1 min"
+    );
+    assert!(of(&windows[..], Query::ParkingAggregations).unwrap_or(0) > 0);
+    assert_eq!(of(&windows[..], Query::TransportMetrics), Some(0));
+    let keys = h.engine.keys_by_query();
+    assert_eq!(of(&keys[..], Query::TrafficAggregations), Some(1));
+    assert_eq!(of(&keys[..], Query::ParkingAggregations), Some(1));
+    assert_eq!(of(&keys[..], Query::IncidentAggregations), Some(0));
+    h.flush();
+    assert_eq!(h.engine.open_windows(), 0);
+    assert!(h.engine.keys_by_query().iter().all(|(_, n)| *n == 0));
+}

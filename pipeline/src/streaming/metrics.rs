@@ -1,7 +1,7 @@
 //! Latency figures of the streaming job, measured with the wall clock: alert latency (produce
 //! time of the triggering record -> its row acknowledged by MongoDB), window latency (final row
 //! emitted -> acknowledged by every sink) and sink write time (per batch, and per batch that
-//! carried a trigger's rows).
+//! carried a trigger's rows), and the time to encode and store a checkpoint.
 //!
 //! Each is a [`Histogram`] of constant size, so memory stays bounded however long the job runs.
 
@@ -20,6 +20,8 @@ pub struct Metrics {
     pub sink_write: Histogram,
     /// Time to write the batches that carried a trigger's partial rows.
     pub trigger_write: Histogram,
+    /// Time to encode a checkpoint and store it durably.
+    pub checkpoint_store: Histogram,
 }
 
 impl Metrics {
@@ -29,6 +31,7 @@ impl Metrics {
         self.window_latency.merge(&other.window_latency);
         self.sink_write.merge(&other.sink_write);
         self.trigger_write.merge(&other.trigger_write);
+        self.checkpoint_store.merge(&other.checkpoint_store);
     }
 
     /// The summaries.

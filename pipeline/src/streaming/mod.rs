@@ -16,15 +16,22 @@
 //! partition. Only a configuration error, a checkpoint with no valid predecessor, or a shutdown
 //! signal ends it (and, for tests and replays, the end of the input).
 //!
+//! With `metrics_addr` set, [`exporter`] serves Prometheus `/metrics`, `/healthz` and `/readyz`
+//! from a snapshot of the driver's and the engine's stats ([`status`]) that the loop publishes;
+//! the driver and the engine know nothing of it.
+//!
 //! **Invariant:** [`WallClock`] is the only reader of the clock in the job; the driver and the
 //! engine get processing time as an argument.
 
 pub mod checkpoint;
+pub mod exporter;
 pub mod metrics;
 mod shell;
 pub mod sinks;
+pub mod status;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -40,8 +47,10 @@ use crate::time::Millis;
 
 pub use crate::driver::StopReason;
 use checkpoint::CheckpointError;
+use exporter::MetricsServer;
 use metrics::Metrics;
 use sinks::{LaneSink, LaneTasks};
+use status::{JobStatus, Phase, StatusBoard};
 
 /// The wall clock: the one place the job reads the time.
 #[derive(Clone, Copy, Debug, Default)]
@@ -137,6 +146,8 @@ pub struct StreamingConfig {
     pub console: bool,
     /// Period of the latency summary line, milliseconds.
     pub metrics_log_interval_ms: u64,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl StreamingConfig {
@@ -170,6 +181,7 @@ impl StreamingConfig {
             ready_timeout_ms: 1000,
             console: true,
             metrics_log_interval_ms: 60_000,
+            metrics_addr: None,
         }
     }
 }
@@ -213,6 +225,17 @@ pub enum StreamingError {
     /// The driver configuration is invalid.
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The metrics address cannot be listened on.
+    #[error(
+        "cannot serve /metrics on {addr}: {error}; is another process listening there? Set \
+         PIPELINE_METRICS_ADDR (or --metrics-addr) to a free address, or unset it"
+    )]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        error: std::io::Error,
+    },
 }
 
 /// What a run did.
@@ -298,6 +321,7 @@ pub async fn shutdown_signal() {
 #[allow(clippy::too_many_arguments)] // One call per service; the names make the error message.
 async fn wait_for<T, F, Fut, E>(
     config: &StreamingConfig,
+    board: Option<&StatusBoard>,
     service: &'static str,
     address: String,
     env_var: &'static str,
@@ -318,6 +342,16 @@ where
     // `ready_attempts` 0: wait for as long as it takes, saying so at each attempt.
     while attempts == 0 || n < attempts {
         n += 1;
+        if let Some(b) = board {
+            let last = if last_error.is_empty() {
+                String::new()
+            } else {
+                format!(", last error: {last_error}")
+            };
+            b.set_phase(Phase::Starting(format!(
+                "waiting for {service} at {address} (attempt {n}{last})"
+            )));
+        }
         match tokio::time::timeout(timeout, attempt()).await {
             Ok(Ok(v)) => {
                 println!("{service} is ready at {address}");
@@ -360,7 +394,21 @@ pub async fn run_with(
     started: impl FnOnce(Option<ReplayClock>),
 ) -> Result<RunReport, StreamingError> {
     let clock = WallClock;
-    let (pg_client, mongo_client) = wait_for_services(&config).await?;
+    // The server answers from the start: /healthz at once, /readyz with what the job waits for.
+    let board = config
+        .metrics_addr
+        .map(|_| StatusBoard::new(JobStatus::starting("starting")));
+    let _server = match (config.metrics_addr, &board) {
+        (Some(addr), Some(b)) => Some(start_metrics(addr, b.clone()).await?),
+        _ => None,
+    };
+    let starting = |what: &str| {
+        if let Some(b) = &board {
+            b.set_phase(Phase::Starting(what.to_owned()));
+        }
+    };
+    let (pg_client, mongo_client) = wait_for_services(&config, board.as_ref()).await?;
+    starting("restoring the checkpoint and opening the sinks");
     let loaded = checkpoint::load(&config.checkpoint_dir)?;
     let restored = loaded.is_some();
     if let Some(l) = &loaded {
@@ -393,6 +441,7 @@ pub async fn run_with(
     postgres::PostgresSink::new(pg_client, &config.postgres.schema).await?;
     let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
     let (lanes, loops) = start_sinks(&config, &mongo_client, &results_tx).await?;
+    starting("taking the Kafka partitions");
     let mut source = KafkaSource::connect(config.kafka.clone()).await?;
     let partitions = source.partitions().to_vec();
     let starts = driver.handle_assigned(now, &partitions);
@@ -428,19 +477,33 @@ pub async fn run_with(
     });
     started(replay);
     let shell = shell::Shell::new(
-        config, driver, source, lanes, results_tx, results_rx, replay, restored,
+        config, driver, source, lanes, results_tx, results_rx, replay, restored, board,
     );
     let (report, _) = tokio::join!(shell.run(shutdown), futures_util::future::join_all(loops));
     report
 }
 
+/// Starts the metrics server, saying where.
+async fn start_metrics(
+    addr: SocketAddr,
+    board: StatusBoard,
+) -> Result<MetricsServer, StreamingError> {
+    let server = MetricsServer::start(addr, board)
+        .await
+        .map_err(|error| StreamingError::Metrics { addr, error })?;
+    tracing::info!(address = %server.local_addr(), "Serving /metrics, /healthz and /readyz.");
+    Ok(server)
+}
+
 /// Waits for Kafka, PostgreSQL and MongoDB, in that order, saying so for each.
 async fn wait_for_services(
     config: &StreamingConfig,
+    board: Option<&StatusBoard>,
 ) -> Result<(tokio_postgres::Client, ::mongodb::Client), StreamingError> {
     let kafka_address = config.kafka.bootstrap_servers.clone();
     wait_for(
         config,
+        board,
         "Kafka",
         kafka_address,
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -455,6 +518,7 @@ async fn wait_for_services(
     .await?;
     let pg_client = wait_for(
         config,
+        board,
         "PostgreSQL",
         redact_url(&config.postgres.url),
         "POSTGRES_URL",
@@ -465,6 +529,7 @@ async fn wait_for_services(
     let mongo_timeout = Duration::from_millis(config.ready_timeout_ms);
     let mongo_client = wait_for(
         config,
+        board,
         "MongoDB",
         redact_url(&config.mongo.uri),
         "MONGODB_URI",
@@ -515,8 +580,9 @@ async fn start_sinks(
     ))
 }
 
-/// A checkpoint stored in the background: its id, and its size or the error.
-type StoreResult = (u64, Result<usize, CheckpointError>);
+/// A checkpoint stored in the background: its id, its size or the error, and how long encoding
+/// and storing it took.
+type StoreResult = (u64, Result<usize, CheckpointError>, Duration);
 
 /// Stores checkpoint bytes on a blocking thread (encoding and fsync take milliseconds).
 fn store_in_background(
@@ -524,9 +590,10 @@ fn store_in_background(
     data: std::sync::Arc<CheckpointData>,
 ) -> tokio::task::JoinHandle<StoreResult> {
     tokio::task::spawn_blocking(move || {
+        let started = WallClock.instant();
         let bytes = data.encode();
         let result = checkpoint::store(&dir, &bytes).map(|()| bytes.len());
-        (data.id, result)
+        (data.id, result, started.elapsed())
     })
 }
 

@@ -18,7 +18,8 @@ use crate::source::{Source, SourceError};
 use crate::time::Millis;
 
 use super::metrics::Metrics;
-use super::sinks::{LaneTasks, Outcome};
+use super::sinks::{LaneTasks, Outcome, SPECS};
+use super::status::{JobStatus, Phase, StatusBoard};
 use super::{
     ReplayClock, RunReport, StoreResult, StreamingConfig, StreamingError, WallClock, empty_report,
     log_summary, store_in_background, wall_wait,
@@ -26,6 +27,9 @@ use super::{
 
 /// After a Kafka error, wait this long before polling again.
 const POLL_ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// The status board gets a fresh snapshot at most this often (a scrape reads the last one).
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The loop's state.
 /// A commit in flight: its checkpoint id, the task and its deadline.
@@ -59,6 +63,13 @@ pub(super) struct Shell {
     stop: Option<StopReason>,
     polls_paused_until: Option<Instant>,
     end_asked: bool,
+    /// Where `/metrics` and `/readyz` read the job's state, when they are served.
+    board: Option<StatusBoard>,
+    last_publish: Option<Instant>,
+    /// Whether the last snapshot published said the job is stopping.
+    published_stopping: bool,
+    /// The last error of each failing sink (by name) or of the source (`source`), for `/readyz`.
+    last_errors: BTreeMap<&'static str, String>,
 }
 
 impl std::fmt::Debug for Shell {
@@ -78,6 +89,7 @@ impl Shell {
         results_rx: mpsc::UnboundedReceiver<Outcome>,
         replay: Option<ReplayClock>,
         restored: bool,
+        board: Option<StatusBoard>,
     ) -> Self {
         let clock = WallClock;
         let console = config
@@ -103,6 +115,10 @@ impl Shell {
             stop: None,
             polls_paused_until: None,
             end_asked: false,
+            board,
+            last_publish: None,
+            published_stopping: false,
+            last_errors: BTreeMap::new(),
         }
     }
 
@@ -123,6 +139,7 @@ impl Shell {
             if self.stop.is_some() {
                 break;
             }
+            self.publish();
             self.log_interval();
             let wait = self.next_wait();
             let polling = self
@@ -261,11 +278,14 @@ impl Shell {
     fn on_stored(&mut self, stored: Option<Result<StoreResult, tokio::task::JoinError>>) {
         let now = self.now();
         match stored {
-            Some(Ok((id, Ok(bytes)))) => {
+            Some(Ok((id, Ok(bytes), took))) => {
                 self.report.checkpoint_bytes = bytes;
+                self.interval
+                    .checkpoint_store
+                    .record_signed_us(took.as_micros() as i64);
                 self.driver.handle_checkpoint_result(now, id, Ok(()));
             }
-            Some(Ok((id, Err(e)))) => {
+            Some(Ok((id, Err(e), _))) => {
                 self.driver
                     .handle_checkpoint_result(now, id, Err(e.to_string()))
             }
@@ -315,10 +335,59 @@ impl Shell {
                         let _ = now_or_never(c.write(&due));
                     }
                 }
-                Action::Notice(n) => log_notice(&n),
+                Action::Notice(n) => {
+                    self.note_error(&n);
+                    log_notice(&n);
+                }
                 Action::Stop(reason) => self.stop = Some(reason),
             }
         }
+    }
+
+    /// Keeps a failing sink's or the source's last error for `/readyz`.
+    fn note_error(&mut self, n: &Notice) {
+        if self.board.is_none() {
+            return;
+        }
+        match n {
+            Notice::SinkRetrying { sink, error, .. } => {
+                self.last_errors.insert(*sink, error.clone());
+            }
+            Notice::SourceFailing { error, .. } => {
+                self.last_errors.insert("source", error.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Copies the driver's and the engine's state to the status board, at most every
+    /// [`PUBLISH_INTERVAL`] (and at once when the phase changes to stopping).
+    fn publish(&mut self) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        let stopping = self.driver.is_stopping();
+        let due = self
+            .last_publish
+            .is_none_or(|t| t.elapsed() >= PUBLISH_INTERVAL);
+        if !due && stopping == self.published_stopping {
+            return;
+        }
+        let mut status = JobStatus::starting("");
+        status.phase = if stopping {
+            Phase::Stopping
+        } else {
+            Phase::Running
+        };
+        status.read_driver(&self.driver, self.now());
+        status.sinks = SPECS.iter().map(|s| s.name).collect();
+        status.last_errors = self.last_errors.clone();
+        status.metrics = self.total.clone();
+        status.metrics.merge(&self.interval);
+        status.checkpoint_bytes = self.report.checkpoint_bytes;
+        board.publish(status);
+        self.last_publish = Some(WallClock.instant());
+        self.published_stopping = stopping;
     }
 
     fn note_write(&mut self, out: &Output, id: u64) {
@@ -376,6 +445,9 @@ impl Shell {
     }
 
     fn finish(mut self) -> Result<RunReport, StreamingError> {
+        if let Some(b) = &self.board {
+            b.set_phase(Phase::Stopping);
+        }
         self.total.merge(&self.interval);
         self.report.stop = self.stop.unwrap_or(StopReason::Shutdown);
         self.report.elapsed_ms = self.started.elapsed().as_millis() as u64;
