@@ -6,9 +6,10 @@
 //! Needs `KAFKA_BOOTSTRAP_SERVERS`, `MONGODB_URI` and `POSTGRES_URL` (`eval "$(bash
 //! scripts/services.sh env)"`); run with
 //! `cargo test -p smart-city --features services --test hostile_services -- --include-ignored`.
-//! Not in `.ci/run` yet: on FerretDB 1.24 the MongoDB sink cannot write the flood's dead letters
-//! (a batch of about 3,800) within its 30 s timeout, and the job stops; it goes in with the
-//! MongoDB sink's bounded, faster dead-letter writes (issue 10, item 4).
+//! Not in `.ci/run` yet. The job no longer stops on the flood (writes are retried, at most 1,000
+//! items each), but on 2026-12-05 the run on services at 25x failed `output digest is the pinned
+//! one` while the memory run of the same scenario passed (peak RSS of the test process 113 MB):
+//! which rows differ is not known yet. It goes in once it passes.
 #![cfg(feature = "services")]
 
 use std::path::Path;
