@@ -262,7 +262,7 @@ pub struct PartitionStatus {
     pub max_timestamp_ms: Option<Millis>,
     /// Records read ahead and waiting for the merge.
     pub buffered: usize,
-    /// Whether the driver wants it paused (backpressure or a full buffer).
+    /// Whether the driver wants it paused (backpressure, a full buffer, a full read-ahead).
     pub paused: bool,
 }
 
@@ -512,7 +512,7 @@ impl Driver {
                 end_offset: p.end_offset,
                 max_timestamp_ms: p.max_timestamp_ms,
                 buffered: p.buffered(),
-                paused: self.backpressured || p.buffer_full,
+                paused: self.is_paused(p),
             })
             .collect()
     }
@@ -604,15 +604,7 @@ impl Driver {
         }
     }
 
-    /// The partitions the shell must not fetch now.
-    pub fn paused(&self) -> Vec<PartitionId> {
-        self.parts
-            .iter()
-            .filter(|p| self.is_paused(p))
-            .map(|p| p.id)
-            .collect()
-    }
-
+    /// Whether the driver wants the shell not to fetch this partition now.
     fn is_paused(&self, p: &PartitionState) -> bool {
         self.backpressured || p.buffer_full || (self.read_ahead_full && p.buffered() > 0)
     }
@@ -1428,7 +1420,7 @@ impl Driver {
             return;
         };
         // A paused partition delivers nothing because it was told not to: the input is not idle.
-        if self.backpressured || self.read_ahead_full || self.parts.iter().any(|p| p.buffer_full) {
+        if self.parts.iter().any(|p| p.paused_at_source) {
             self.last_record_ms = self.now;
             return;
         }
