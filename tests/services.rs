@@ -71,6 +71,23 @@ struct Rec {
 /// The generator's thesis city for `minutes` minutes from `t0`, with faults on purpose:
 /// malformed JSON, impossible values, duplicates and late readings.
 fn city_stream(t0: Millis, minutes: i64) -> Vec<Rec> {
+    generated(
+        t0,
+        minutes,
+        7,
+        r#"
+        [[fault]]
+        kind = "late"
+        topic = "traffic-sensors"
+        probability = 0.01
+        delay_ms = 180000
+        "#,
+    )
+}
+
+/// The generator's city from `t0` for `minutes` with seed `seed`: malformed JSON, impossible
+/// values and duplicates on purpose, then `extra` TOML (more faults, hostile entries).
+fn generated(t0: Millis, minutes: i64, seed: u64, extra: &str) -> Vec<Rec> {
     let config = generator::GeneratorConfig::from_toml_str(&format!(
         r#"
         start = "{}"
@@ -90,17 +107,14 @@ fn city_stream(t0: Millis, minutes: i64) -> Vec<Rec> {
         topic = "parking"
         probability = 0.01
 
-        [[fault]]
-        kind = "late"
-        topic = "traffic-sensors"
-        probability = 0.01
-        delay_ms = 180000
+        {}
         "#,
         format_rfc3339(t0),
-        minutes * 60
+        minutes * 60,
+        extra
     ))
     .expect("a valid generator configuration");
-    let generator = generator::Generator::new(&config, 7).expect("a valid generator");
+    let generator = generator::Generator::new(&config, seed).expect("a valid generator");
     let mut value = Vec::new();
     generator
         .records()

@@ -46,49 +46,10 @@ fn fault_stream(t0: Millis, minutes: i64) -> Vec<Rec> {
     stream(t0, minutes, "")
 }
 
-/// The generator's city from `t0` for `minutes`, with the faults above and `extra` TOML.
+/// The generator's city from `t0` for `minutes` (seed 11), with the faults of
+/// [`super::generated`] and `extra` TOML.
 fn stream(t0: Millis, minutes: i64, extra: &str) -> Vec<Rec> {
-    let config = generator::GeneratorConfig::from_toml_str(&format!(
-        r#"
-        start = "{}"
-        duration_s = {}
-
-        [[fault]]
-        kind = "malformed_json"
-        topic = "traffic-sensors"
-        probability = 0.01
-
-        [[fault]]
-        kind = "out_of_range"
-        probability = 0.005
-
-        [[fault]]
-        kind = "duplicate"
-        topic = "parking"
-        probability = 0.01
-
-        {}
-        "#,
-        format_rfc3339(t0),
-        minutes * 60,
-        extra
-    ))
-    .expect("a valid generator configuration");
-    let generator = generator::Generator::new(&config, 11).expect("a valid generator");
-    let mut value = Vec::new();
-    generator
-        .records()
-        .map(|r| {
-            value.clear();
-            r.write_value(&mut value);
-            Rec {
-                topic: r.topic,
-                key: r.key.to_string(),
-                value: value.clone(),
-                ts: r.produce_time_ms,
-            }
-        })
-        .collect()
+    super::generated(t0, minutes, 11, extra)
 }
 
 /// Records the stored checkpoint covers (its positions summed, plus one per partition), or -1.
