@@ -105,7 +105,14 @@ pub fn run_scenario(
         v.push(expect::pending_bound(scenario, &result));
         v
     } else {
-        let mut v = expect::evaluate(scenario, &result, &digest, fault_free, clean.as_ref());
+        let mut v = expect::evaluate(
+            scenario,
+            &result,
+            &digest,
+            fault_free,
+            clean.as_ref(),
+            backend,
+        );
         if backend == Backend::Memory {
             v.push(expect::pending_bound(scenario, &result));
         }
