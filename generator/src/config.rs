@@ -27,6 +27,10 @@ pub struct GeneratorConfig {
     pub incident_probability: f64,
     /// Relative weights of the severities of random incidents.
     pub incident_severity_weights: SeverityWeights,
+    /// Fraction of traffic readings marked `data_quality: degraded` at random, values still
+    /// plausible (0-1, default 0.05, as the original: `'good' if random.random() > 0.05 else
+    /// 'degraded'`). The city's data-quality profile, not a fault: no ground-truth label.
+    pub degraded_fraction: f64,
     /// Traffic demand by time of day; the first entry that covers a time wins, 1.0 elsewhere.
     pub daily_profile: Vec<ProfileEntry>,
     /// Extra demand multipliers, by zone and time, applied on top of the daily profile.
@@ -55,6 +59,7 @@ impl Default for GeneratorConfig {
             incident_check_interval_ms: 30_000,
             incident_probability: 0.3,
             incident_severity_weights: SeverityWeights::default(),
+            degraded_fraction: 0.05,
             daily_profile: ProfileEntry::thesis(),
             demand: Vec::new(),
             congestion: Vec::new(),

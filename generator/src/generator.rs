@@ -115,6 +115,7 @@ pub struct Generator {
     tick_h: f64,
     check_ms: Millis,
     incident_probability: f64,
+    degraded_fraction: f64,
     severity_cdf: [f64; 4],
     profile: Vec<(TimeRange, f64)>,
     demand: Vec<(Option<usize>, TimeRange, f64)>,
@@ -183,6 +184,8 @@ impl Generator {
             0.0,
             1.0,
         )?;
+        let degraded_fraction =
+            check_finite("degraded_fraction".into(), c.degraded_fraction, 0.0, 1.0)?;
         let w = &c.incident_severity_weights;
         let weights = [w.low, w.medium, w.high, w.critical];
         for (name, &v) in ["low", "medium", "high", "critical"].iter().zip(&weights) {
@@ -457,6 +460,7 @@ impl Generator {
             tick_h: tick_ms as f64 / 3_600_000.0,
             check_ms: c.incident_check_interval_ms as i64,
             incident_probability,
+            degraded_fraction,
             severity_cdf,
             profile,
             demand,
@@ -655,6 +659,9 @@ pub struct Records<'c> {
     lots: Vec<LotState>,
     /// Fault streams, one per device (empty when no fault is configured).
     fault_rngs: Vec<ChaCha8Rng>,
+    /// Data-quality streams, one per traffic sensor (empty when `degraded_fraction` is 0): one
+    /// draw per reading, so the rest of the city is the same whatever the fraction.
+    quality_rngs: Vec<ChaCha8Rng>,
     incident_fault_rng: ChaCha8Rng,
     periodic_rng: ChaCha8Rng,
     burst_rngs: Vec<ChaCha8Rng>,
@@ -707,6 +714,14 @@ impl<'c> Records<'c> {
                 .map(|id| s.stream("fault", id))
                 .collect()
         };
+        let quality_rngs = if g.degraded_fraction > 0.0 {
+            city.sensors
+                .iter()
+                .map(|d| s.stream("quality", &d.id))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let has_stuck = g.faults.iter().any(|f| f.kind == FaultKind::Stuck);
         let mut records = Records {
             g,
@@ -714,6 +729,7 @@ impl<'c> Records<'c> {
             buses,
             lots,
             fault_rngs,
+            quality_rngs,
             incident_fault_rng: s.stream("fault", "incidents"),
             periodic_rng: s.stream("incidents", "periodic"),
             burst_rngs: (0..g.bursts.len())
@@ -980,6 +996,14 @@ impl<'c> Records<'c> {
                 };
                 let mut values =
                     self.sensors[i].read(road, self.ctx.zone_demand[sensor.zone], forced, g.tick_h);
+                let degraded = self
+                    .quality_rngs
+                    .get_mut(i)
+                    .is_some_and(|rng| fires(rng, g.degraded_fraction));
+                let data_quality = match degraded {
+                    true => DataQuality::Degraded,
+                    false => DataQuality::Good,
+                };
                 let mut fault = self.decide_fault(0, slot.global, t);
                 let previous = self.last.as_mut().map(|last| &mut last.traffic[i]);
                 hold_if_stuck(&g.faults, &mut fault, previous, &mut values);
@@ -999,7 +1023,7 @@ impl<'c> Records<'c> {
                         vehicle_flow: values.vehicle_flow,
                         occupancy_percent: values.occupancy_pct,
                         congestion_level: values.level,
-                        data_quality: DataQuality::Good,
+                        data_quality,
                     })),
                     fault: None,
                 };
