@@ -9,6 +9,8 @@
 //! **Invariant:** nothing here reads the wall clock except [`wallclock`], whose measurements
 //! never reach the engine; same seed, same scenario, same output digest.
 
+#[cfg(feature = "services")]
+pub mod bench;
 #[cfg(feature = "containers")]
 pub mod containers;
 pub mod expect;

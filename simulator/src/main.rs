@@ -1,6 +1,6 @@
 //! `simulator run <scenario.toml | folder> [--seed N] [--backend memory|services|containers]
 //! [--speed X] [--keep] [--report <dir>] [--swarm]`; `simulator swarm <scenario.toml> [--seeds N]
-//! [--first-seed S]`.
+//! [--first-seed S]`; `simulator bench --backend services [--out <file>] ...` (feature `services`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,41 @@ enum Command {
         /// The first seed.
         #[arg(long, default_value_t = 1)]
         first_seed: u64,
+    },
+    /// The end-to-end benchmark on real Kafka, MongoDB and PostgreSQL (at KAFKA_BOOTSTRAP_SERVERS,
+    /// MONGODB_URI and POSTGRES_URL; build with `--features services`): the highest load factor
+    /// the `pipeline streaming` binary sustains in real time (consumer lag not growing over the
+    /// window), real-time latency at thesis load and at 10x, and the catch-up of a backlog. Takes
+    /// 15-30 minutes; BENCHMARKS.md has the latest figures.
+    Bench {
+        /// Only `services` (the services of `scripts/services.sh`).
+        #[arg(long, value_enum, default_value = "services")]
+        backend: Backend,
+        /// The `pipeline` binary; default: PIPELINE_BIN, else `pipeline` next to this binary.
+        #[arg(long)]
+        pipeline_bin: Option<PathBuf>,
+        /// Seconds of each load step before its measurement window.
+        #[arg(long, default_value_t = 20)]
+        warmup_s: u64,
+        /// Seconds over which the lag must not grow.
+        #[arg(long, default_value_t = 60)]
+        window_s: u64,
+        /// Measure these load factors (comma-separated) instead of searching.
+        #[arg(long, value_delimiter = ',')]
+        loads: Vec<u32>,
+        /// The search stops at this load factor.
+        #[arg(long, default_value_t = 16_384)]
+        max_load: u32,
+        /// Seconds of each real-time latency run (thesis load and 10x; windows close from the
+        /// second minute on); 0 skips them.
+        #[arg(long, default_value_t = 300)]
+        latency_s: u64,
+        /// Hours of the city in the catch-up backlog; 0 skips it.
+        #[arg(long, default_value_t = 24)]
+        catch_up_hours: u64,
+        /// Writes the figures (and the lag of every step, once a second) here as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -161,6 +196,56 @@ fn run_swarm(path: &Path, first_seed: u64, seeds: u64) -> Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "services")]
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    pipeline_bin: PathBuf,
+    warmup_s: u64,
+    window_s: u64,
+    loads: Vec<u32>,
+    max_load: u32,
+    latency_s: u64,
+    catch_up_hours: u64,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let options = simulator::bench::BenchOptions {
+        pipeline_bin,
+        warmup_s,
+        window_s,
+        loads,
+        max_load,
+        latency_s,
+        catch_up_hours,
+        ..Default::default()
+    };
+    let addresses = simulator::services::Addresses::from_env();
+    let report = simulator::bench::run(&addresses, &options, &mut |line| println!("{line}"))?;
+    println!("\n{}", report.summary());
+    if let Some(out) = out {
+        std::fs::write(&out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("figures written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "services"))]
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    _: PathBuf,
+    _: u64,
+    _: u64,
+    _: Vec<u32>,
+    _: u32,
+    _: u64,
+    _: u64,
+    _: Option<PathBuf>,
+) -> Result<ExitCode> {
+    bail!(
+        "this simulator was built without the `services` feature: rebuild with `cargo build --release -p simulator --features services`"
+    )
+}
+
 /// Writes `report.json` and `report.html` into `dir`, and says where, how big and how long the
 /// page took.
 fn write_report(r: &Report, dir: &Path) -> Result<()> {
@@ -208,6 +293,38 @@ fn main() -> Result<ExitCode> {
             seeds,
             first_seed,
         } => return run_swarm(&path, first_seed, seeds),
+        Command::Bench {
+            backend,
+            pipeline_bin,
+            warmup_s,
+            window_s,
+            loads,
+            max_load,
+            latency_s,
+            catch_up_hours,
+            out,
+        } => {
+            if backend != Backend::Services {
+                bail!("simulator bench runs on --backend services only");
+            }
+            let pipeline_bin = pipeline_bin
+                .or_else(|| std::env::var_os("PIPELINE_BIN").map(PathBuf::from))
+                .or_else(|| {
+                    let me = std::env::current_exe().ok()?;
+                    Some(me.with_file_name("pipeline"))
+                })
+                .context("cannot tell where the pipeline binary is: pass --pipeline-bin")?;
+            return bench(
+                pipeline_bin,
+                warmup_s,
+                window_s,
+                loads,
+                max_load,
+                latency_s,
+                catch_up_hours,
+                out,
+            );
+        }
     };
     let options = RunOptions {
         seed,

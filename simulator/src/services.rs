@@ -111,14 +111,14 @@ fn failed(what: impl std::fmt::Display) -> SimError {
 
 /// The run's corner of every service.
 #[derive(Clone, Debug)]
-struct Corner {
+pub(crate) struct Corner {
     /// Database, schema, group and topic-prefix stem: lowercase letters, digits, `_`.
-    name: String,
-    checkpoint_dir: PathBuf,
+    pub(crate) name: String,
+    pub(crate) checkpoint_dir: PathBuf,
 }
 
 impl Corner {
-    fn new(scenario: &str, seed: u64) -> Self {
+    pub(crate) fn new(scenario: &str, seed: u64) -> Self {
         static RUNS: AtomicU64 = AtomicU64::new(0);
         let stem: String = scenario
             .chars()
@@ -143,7 +143,7 @@ impl Corner {
         }
     }
 
-    fn prefix(&self) -> String {
+    pub(crate) fn prefix(&self) -> String {
         format!("{}.", self.name)
     }
 
@@ -327,7 +327,7 @@ async fn admin(addresses: &Addresses) -> Result<AdminClient<DefaultClientContext
 
 /// Creates the run's topics with `partitions` partitions each, records kept whatever their
 /// timestamps say (a scenario's simulated time may lie days in the past or hours in the future).
-async fn create_topics(
+pub(crate) async fn create_topics(
     addresses: &Addresses,
     corner: &Corner,
     partitions: i32,
@@ -421,7 +421,7 @@ async fn read_back(
 }
 
 /// Removes the run's topics, database, schema and checkpoint; best effort.
-async fn clean_up(addresses: &Addresses, corner: &Corner) {
+pub(crate) async fn clean_up(addresses: &Addresses, corner: &Corner) {
     if let Ok((m, p)) = sinks(addresses, corner).await {
         let _ = m.database().drop().await;
         let _ = p
