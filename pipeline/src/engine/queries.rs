@@ -160,11 +160,15 @@ pub struct TransportInput {
     pub occupancy: f64,
     /// passenger_count.
     pub passengers: i64,
-    /// Bound on distinct vehicles kept per window.
-    pub max_vehicles: usize,
 }
 
 /// Query 3 state.
+///
+/// The distinct vehicles are kept whole, so the set, and what a row counts, depends neither on
+/// the order reports arrived in nor on how they were split into parts that were merged;
+/// `max_vehicles_per_window` caps how many a row counts, when it is emitted, and the rest are
+/// counted as over the limit. What the sets hold is bounded all the same: the engine's vehicle
+/// census admits at most `max_devices_per_topic` vehicles into the transport windows.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TransportAgg {
     /// Reports.
@@ -177,8 +181,6 @@ pub struct TransportAgg {
     pub passengers: i64,
     /// Distinct vehicles seen, sorted.
     pub vehicles: Vec<u32>,
-    /// Distinct vehicles not kept because the bound was reached (reported, never silent).
-    pub vehicles_over_limit: u64,
 }
 
 impl Aggregate for TransportAgg {
@@ -189,11 +191,7 @@ impl Aggregate for TransportAgg {
         self.occupancy_sum += micro(r.occupancy);
         self.passengers += r.passengers;
         if let Err(at) = self.vehicles.binary_search(&r.vehicle) {
-            if self.vehicles.len() < r.max_vehicles {
-                self.vehicles.insert(at, r.vehicle);
-            } else {
-                self.vehicles_over_limit += 1;
-            }
+            self.vehicles.insert(at, r.vehicle);
         }
     }
 }

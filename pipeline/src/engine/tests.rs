@@ -305,6 +305,38 @@ fn transport_metrics_by_hand() {
     assert!(rows.contains_key(&format!("transport_metrics|line-1|{}", at(0))));
 }
 
+// Proves `max_vehicles_per_window` caps the vehicles a row counts and the rest are counted as
+// over the limit, once per distinct vehicle and final window (not per report): BUS-1..3 of one
+// line at 08:01 (BUS-1 and BUS-3 twice) are in two windows, each counting 2 of its 3 vehicles.
+#[test]
+fn transport_vehicles_over_the_window_bound_are_counted() {
+    let mut h = Harness::with(EngineConfig {
+        max_vehicles_per_window: 2,
+        ..EngineConfig::default()
+    });
+    for (i, bus) in ["BUS-1", "BUS-2", "BUS-3", "BUS-1", "BUS-3"]
+        .into_iter()
+        .enumerate()
+    {
+        let t = MINUTE_MS + i as Millis * SECOND_MS;
+        h.feed(
+            Topic::Transport,
+            t,
+            &transport(bus, "line-1", t, 1.0, 50.0, 30, 60),
+        );
+    }
+    h.flush();
+    let rows = h.finals(Query::TransportMetrics);
+    assert_eq!(rows.len(), 2);
+    for row in rows.values() {
+        let RowBody::TransportMetrics(m) = &row.body else {
+            panic!("wrong body")
+        };
+        assert_eq!((m.active_vehicles, m.reports), (2, 5));
+    }
+    assert_eq!(h.engine.counters().distinct_vehicles_over_limit, 2);
+}
+
 // Proves query 4 fires strictly above 90 % and never at 90.0.
 #[test]
 fn transport_alerts_edge() {
