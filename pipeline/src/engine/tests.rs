@@ -981,6 +981,42 @@ fn checkpoint_restore_is_seamless() {
     assert!(parse(&at(0)).is_ok());
 }
 
+// Proves a checkpoint written before windows were kept as panes (one slot per window and key)
+// is refused as unreadable rather than restored into wrong windows. (A checkpoint file of that
+// time is refused before this, by its `v2` header.)
+#[test]
+fn checkpoint_of_hopping_windows_is_refused() {
+    let mut h = Harness::new();
+    h.feed(
+        Topic::Traffic,
+        10_000,
+        &traffic("TS-1", "zone-1", "road-1", 10_000, 40.0, 30.0, 5),
+    );
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&h.engine.checkpoint()).expect("a checkpoint is JSON");
+    // The old shape: `windows` maps each window start to its keys' slots; no panes.
+    let traffic = &mut state["traffic"];
+    let slots = traffic["panes"]
+        .as_object()
+        .and_then(|panes| panes.values().next().cloned())
+        .expect("the reading's pane");
+    let old: serde_json::Map<_, _> = traffic["windows"]
+        .as_object()
+        .expect("the open windows")
+        .keys()
+        .map(|start| (start.clone(), slots.clone()))
+        .collect();
+    traffic["windows"] = serde_json::Value::Object(old);
+    let traffic = traffic.as_object_mut().expect("an object");
+    traffic.remove("panes");
+    traffic.remove("pane_ms");
+    let bytes = serde_json::to_vec(&state).expect("JSON");
+    match Engine::restore(&bytes) {
+        Err(RestoreError::Format(_)) => {}
+        other => panic!("an old checkpoint must be refused as unreadable: {other:?}"),
+    }
+}
+
 mod limits;
 
 // Proves the per-query state gauges the job exports: open windows per query add up to
