@@ -198,12 +198,14 @@ impl<A: Aggregate> Windowed<A> {
             return;
         }
         self.closed_until = watermark;
+        let mut closed = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
             let end = start + self.spec.size_ms;
             if end > watermark {
                 break;
             }
+            closed = true;
             for key in entry.remove() {
                 let row = self.row(start, key);
                 debug_assert!(row.is_some(), "window {start} holds key {key} in no pane");
@@ -213,8 +215,9 @@ impl<A: Aggregate> Windowed<A> {
             }
         }
         // A pane is covered by the windows starting in (p - size, p]: free it once the last
-        // of them has ended.
-        while let Some(entry) = self.panes.first_entry() {
+        // of them has ended. That window was open (it was opened with the pane's first slot),
+        // so only a watermark that closed a window can free a pane.
+        while let Some(entry) = self.panes.first_entry().filter(|_| closed) {
             if self.spec.last_start(*entry.key()) + self.spec.size_ms > watermark {
                 break;
             }
