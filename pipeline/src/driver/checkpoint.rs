@@ -15,8 +15,9 @@ use crate::time::Millis;
 
 use super::PartitionId;
 
-/// The first bytes of every checkpoint, then the body's SHA-256 in hex and a newline.
-const MAGIC: &str = "smart-city-checkpoint v2 sha256=";
+/// The first bytes of every checkpoint, then the body's SHA-256 in hex and a newline. The
+/// version changes with the engine state's shape: v3 keeps windows as panes.
+const MAGIC: &str = "smart-city-checkpoint v3 sha256=";
 
 /// What a checkpoint covers: the engine's state after the last record of each partition it
 /// lists.
@@ -156,6 +157,24 @@ mod tests {
         assert_eq!(back.id, 7);
         assert_eq!(back.positions, c.positions);
         assert_eq!(back.engine.checkpoint(), c.engine.checkpoint());
+    }
+
+    // Proves a checkpoint of the previous version (hopping windows, before panes) is refused
+    // by its header, with an error that says it is not of this version.
+    #[test]
+    fn refuses_the_previous_version() {
+        let bytes = sample().encode();
+        let old = [
+            b"smart-city-checkpoint v2".as_slice(),
+            &bytes[MAGIC.find(" sha256=").expect("a checksum")..],
+        ]
+        .concat();
+        let e = CheckpointData::decode(&old).expect_err("a v2 checkpoint");
+        assert!(matches!(e, CheckpointFormatError::Header));
+        assert!(
+            e.to_string()
+                .contains("not a pipeline checkpoint of this version")
+        );
     }
 
     // Proves a truncated or altered checkpoint is refused, never restored.

@@ -343,6 +343,8 @@ pub enum RestoreError {
 /// The interned names a row needs, and where rows go.
 struct Emit<'a> {
     names: &'a Interner,
+    /// Most distinct vehicles a transport row counts (`max_vehicles_per_window`).
+    max_vehicles: usize,
     rows: &'a mut Vec<Row>,
     counters: &'a mut Tally,
 }
@@ -404,8 +406,10 @@ impl Emit<'_> {
 
     fn transport(&mut self, s: Millis, e: Millis, key: u64, a: &TransportAgg, is_final: bool) {
         let line = self.names.name(unpack(key).1);
+        let vehicles = a.vehicles.len();
+        let counted = vehicles.min(self.max_vehicles);
         if is_final {
-            self.counters.distinct_vehicles_over_limit += a.vehicles_over_limit;
+            self.counters.distinct_vehicles_over_limit += (vehicles - counted) as u64;
         }
         let avg_delay = mean(a.delay_sum, a.count);
         let row = Row {
@@ -416,7 +420,7 @@ impl Emit<'_> {
                 window_end: e,
                 avg_delay,
                 avg_occupancy: mean(a.occupancy_sum, a.count),
-                active_vehicles: a.vehicles.len() as u64,
+                active_vehicles: counted as u64,
                 reports: a.count,
                 total_passengers: a.passengers,
                 punctuality_score: punctuality_score(avg_delay),
@@ -831,6 +835,7 @@ impl Engine {
         let w = t.saturating_sub(self.config.watermark_delay_ms);
         let mut emit = Emit {
             names: &self.names,
+            max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut out.rows,
             counters: &mut self.counters,
         };
@@ -1061,7 +1066,6 @@ impl Engine {
             delay: m.delay_minutes,
             occupancy: m.occupancy_rate,
             passengers: m.passenger_count,
-            max_vehicles: self.config.max_vehicles_per_window,
         };
         let limits = self.limits();
         let o = self.transport.add(t, key, &input, limits);
@@ -1225,6 +1229,7 @@ impl Engine {
     pub fn trigger(&mut self, out: &mut Output) {
         let mut emit = Emit {
             names: &self.names,
+            max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut out.rows,
             counters: &mut self.counters,
         };
@@ -1261,6 +1266,7 @@ impl Engine {
     pub fn flush(&mut self, out: &mut Output) {
         let mut emit = Emit {
             names: &self.names,
+            max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut out.rows,
             counters: &mut self.counters,
         };
@@ -1286,6 +1292,7 @@ impl Engine {
         let mut scratch = Tally::default();
         let mut emit = Emit {
             names: &self.names,
+            max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut rows,
             counters: &mut scratch,
         };

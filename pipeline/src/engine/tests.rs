@@ -305,6 +305,38 @@ fn transport_metrics_by_hand() {
     assert!(rows.contains_key(&format!("transport_metrics|line-1|{}", at(0))));
 }
 
+// Proves `max_vehicles_per_window` caps the vehicles a row counts and the rest are counted as
+// over the limit, once per distinct vehicle and final window (not per report): BUS-1..3 of one
+// line at 08:01 (BUS-1 and BUS-3 twice) are in two windows, each counting 2 of its 3 vehicles.
+#[test]
+fn transport_vehicles_over_the_window_bound_are_counted() {
+    let mut h = Harness::with(EngineConfig {
+        max_vehicles_per_window: 2,
+        ..EngineConfig::default()
+    });
+    for (i, bus) in ["BUS-1", "BUS-2", "BUS-3", "BUS-1", "BUS-3"]
+        .into_iter()
+        .enumerate()
+    {
+        let t = MINUTE_MS + i as Millis * SECOND_MS;
+        h.feed(
+            Topic::Transport,
+            t,
+            &transport(bus, "line-1", t, 1.0, 50.0, 30, 60),
+        );
+    }
+    h.flush();
+    let rows = h.finals(Query::TransportMetrics);
+    assert_eq!(rows.len(), 2);
+    for row in rows.values() {
+        let RowBody::TransportMetrics(m) = &row.body else {
+            panic!("wrong body")
+        };
+        assert_eq!((m.active_vehicles, m.reports), (2, 5));
+    }
+    assert_eq!(h.engine.counters().distinct_vehicles_over_limit, 2);
+}
+
 // Proves query 4 fires strictly above 90 % and never at 90.0.
 #[test]
 fn transport_alerts_edge() {
@@ -947,6 +979,42 @@ fn checkpoint_restore_is_seamless() {
     let all = |o: &Output| o.rows.iter().map(Row::to_json).collect::<Vec<_>>();
     assert_eq!(all(&h.out), all(&whole));
     assert!(parse(&at(0)).is_ok());
+}
+
+// Proves a checkpoint written before windows were kept as panes (one slot per window and key)
+// is refused as unreadable rather than restored into wrong windows. (A checkpoint file of that
+// time is refused before this, by its `v2` header.)
+#[test]
+fn checkpoint_of_hopping_windows_is_refused() {
+    let mut h = Harness::new();
+    h.feed(
+        Topic::Traffic,
+        10_000,
+        &traffic("TS-1", "zone-1", "road-1", 10_000, 40.0, 30.0, 5),
+    );
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&h.engine.checkpoint()).expect("a checkpoint is JSON");
+    // The old shape: `windows` maps each window start to its keys' slots; no panes.
+    let traffic = &mut state["traffic"];
+    let slots = traffic["panes"]
+        .as_object()
+        .and_then(|panes| panes.values().next().cloned())
+        .expect("the reading's pane");
+    let old: serde_json::Map<_, _> = traffic["windows"]
+        .as_object()
+        .expect("the open windows")
+        .keys()
+        .map(|start| (start.clone(), slots.clone()))
+        .collect();
+    traffic["windows"] = serde_json::Value::Object(old);
+    let traffic = traffic.as_object_mut().expect("an object");
+    traffic.remove("panes");
+    traffic.remove("pane_ms");
+    let bytes = serde_json::to_vec(&state).expect("JSON");
+    match Engine::restore(&bytes) {
+        Err(RestoreError::Format(_)) => {}
+        other => panic!("an old checkpoint must be refused as unreadable: {other:?}"),
+    }
 }
 
 mod limits;

@@ -1,11 +1,28 @@
-//! Event-time hopping windows for one query, keyed by a packed `u64` key.
+//! Event-time hopping windows for one query, keyed by a packed `u64` key, kept as panes.
 //!
-//! Open state is a `BTreeMap` ordered by window start, and inside each window a `BTreeMap` by
-//! key, so iteration (and therefore emission) order is deterministic. Windows are final once the
-//! watermark passes their end; then their rows are emitted with `final = true` and their state is
-//! freed. A record whose earliest window is already final is late for the query.
+//! A window `[start, start + size)` is the union of the panes `[p, p + pane)` it covers, where
+//! the pane length is `gcd(size, slide)` (the slide itself, as the configuration requires the
+//! slide to divide the size). State is kept once per pane and key, so a record updates one slot
+//! however many windows hold it, and a window's row is its panes' slots merged
+//! ([`Aggregate::merge`]) when it is emitted; the slicing of Arroyo's sliding aggregating
+//! window. Sums are exact, so a merged row is the row the window would have added up itself.
+//!
+//! Panes are held in a `BTreeMap` ordered by start, and inside each pane a `BTreeMap` by key.
+//! Beside them, each open window keeps the set of keys it holds: what the window bounds count
+//! (open windows, keys per window) and the order rows are emitted in, start then key, so
+//! iteration (and therefore emission) order is deterministic. Windows are final once the
+//! watermark passes their end; then their rows are emitted with `final = true` and the window
+//! is freed, and each pane with it once no open window covers the pane. A record whose earliest
+//! window is already final is late for the query.
+//!
+//! **Invariant:** a key is in an open window's key set exactly when one of the window's panes
+//! holds a slot for it. A slot is created together with its key in every window covering its
+//! pane, a window is removed only when it is final, and a pane only with the last window
+//! covering it; so a record that is not late and finds its key's slot in its pane finds every
+//! window holding it open and holding the key, and no bound to check.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,14 +35,19 @@ pub trait Aggregate: Default + Clone {
     type Input: ?Sized;
     /// Adds one record. Must not depend on arrival order for the fields it reports.
     fn add(&mut self, input: &Self::Input);
+    /// Adds what `other` holds, exactly: adding records to two aggregates and merging them
+    /// gives the aggregate of adding all the records to one, whatever the split. Windows merge
+    /// their panes with it, and it is what partial aggregates from several instances would be
+    /// combined with.
+    fn merge(&mut self, other: &Self);
 }
 
-/// One key's aggregate in one window, and whether it changed since the last trigger.
+/// One key's aggregate in one pane, and whether it changed since the last trigger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Slot<A> {
     /// The aggregate.
     pub agg: A,
-    /// Changed since it was last emitted.
+    /// Changed since the last trigger.
     pub dirty: bool,
 }
 
@@ -52,13 +74,22 @@ pub struct Limits {
     pub max_keys_per_window: usize,
 }
 
-/// The open windows of one query.
+/// The open windows of one query, as panes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Windowed<A> {
     spec: WindowSpec,
-    windows: BTreeMap<Millis, BTreeMap<u64, Slot<A>>>,
+    /// Pane length, milliseconds: `gcd(size, slide)`.
+    pane_ms: Millis,
+    /// Pane start -> key -> the aggregate of the key's records in the pane.
+    panes: BTreeMap<Millis, BTreeMap<u64, Slot<A>>>,
+    /// Open window start -> the keys the window holds.
+    windows: BTreeMap<Millis, BTreeSet<u64>>,
     /// Every window ending at or before this is final.
     closed_until: Millis,
+}
+
+fn gcd(a: Millis, b: Millis) -> Millis {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl<A: Aggregate> Windowed<A> {
@@ -66,6 +97,8 @@ impl<A: Aggregate> Windowed<A> {
     pub fn new(spec: WindowSpec) -> Self {
         Windowed {
             spec,
+            pane_ms: gcd(spec.size_ms, spec.slide_ms),
+            panes: BTreeMap::new(),
             windows: BTreeMap::new(),
             closed_until: Millis::MIN,
         }
@@ -77,92 +110,152 @@ impl<A: Aggregate> Windowed<A> {
     }
 
     /// Adds a record at event time `t` under `key` to all `size/slide` windows holding it,
-    /// or to none of them (late or over a bound).
+    /// or to none of them (late or over a bound). The record updates one pane slot.
     pub fn add(&mut self, t: Millis, key: u64, input: &A::Input, limits: Limits) -> AddOutcome {
         let first = self.spec.first_start(t);
-        let last = self.spec.last_start(t);
         if first + self.spec.size_ms <= self.closed_until {
             return AddOutcome::Late {
                 window_end: first + self.spec.size_ms,
             };
         }
+        let pane = t.div_euclid(self.pane_ms) * self.pane_ms;
+        // The common case: the key already has a slot in the pane, so every window holding the
+        // record is open and holds the key (module invariant), and no bound can be hit.
+        if let Some(slot) = self
+            .panes
+            .get_mut(&pane)
+            .and_then(|keys| keys.get_mut(&key))
+        {
+            slot.agg.add(input);
+            slot.dirty = true;
+            return AddOutcome::Aggregated;
+        }
+        self.add_slot(t, pane, key, input, limits)
+    }
+
+    /// [`Self::add`] for a key without a slot in the record's pane: the windows holding the
+    /// record are opened or take a new key, as the hopping windows would, bounds checked first.
+    fn add_slot(
+        &mut self,
+        t: Millis,
+        pane: Millis,
+        key: u64,
+        input: &A::Input,
+        limits: Limits,
+    ) -> AddOutcome {
+        let starts = || {
+            (self.spec.first_start(t)..=self.spec.last_start(t))
+                .step_by(self.spec.slide_ms as usize)
+        };
         // Check every bound before touching anything, so a refused record leaves no trace.
         let mut new_windows = 0usize;
-        let mut start = first;
-        while start <= last {
+        for start in starts() {
             match self.windows.get(&start) {
                 None => new_windows += 1,
                 Some(keys) => {
-                    if !keys.contains_key(&key) && keys.len() >= limits.max_keys_per_window {
+                    if !keys.contains(&key) && keys.len() >= limits.max_keys_per_window {
                         return AddOutcome::OverLimit("max_keys_per_window");
                     }
                 }
             }
-            start += self.spec.slide_ms;
         }
         if new_windows > 0 && self.windows.len() + new_windows > limits.max_open_windows {
             return AddOutcome::OverLimit("max_open_windows");
         }
-        let mut start = first;
-        while start <= last {
-            let slot = self
-                .windows
-                .entry(start)
-                .or_default()
-                .entry(key)
-                .or_insert_with(|| Slot {
-                    agg: A::default(),
-                    dirty: false,
-                });
-            slot.agg.add(input);
-            slot.dirty = true;
-            start += self.spec.slide_ms;
+        for start in starts() {
+            self.windows.entry(start).or_default().insert(key);
         }
+        let mut agg = A::default();
+        agg.add(input);
+        let slot = Slot { agg, dirty: true };
+        self.panes.entry(pane).or_default().insert(key, slot);
         AddOutcome::Aggregated
     }
 
+    /// The panes of the window starting at `start` that hold a slot for `key`, in time order.
+    fn slots(&self, start: Millis, key: u64) -> impl Iterator<Item = &Slot<A>> {
+        self.panes
+            .range(start..start + self.spec.size_ms)
+            .filter_map(move |(_, keys)| keys.get(&key))
+    }
+
+    /// The row of `key` in the window starting at `start`: its panes' slots merged (borrowed
+    /// when there is one, as in a tumbling window).
+    fn row(&self, start: Millis, key: u64) -> Option<Cow<'_, A>> {
+        let mut slots = self.slots(start, key);
+        let mut row = Cow::Borrowed(&slots.next()?.agg);
+        for slot in slots {
+            row.to_mut().merge(&slot.agg);
+        }
+        Some(row)
+    }
+
     /// Moves the watermark: windows ending at or before it become final, are passed to `emit`
-    /// (start, end, key, aggregate) in start-then-key order, and are freed.
+    /// (start, end, key, aggregate) in start-then-key order, and are freed, with the panes no
+    /// open window covers any more.
     pub fn advance(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         if watermark <= self.closed_until {
             return;
         }
         self.closed_until = watermark;
+        let mut closed = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
             let end = start + self.spec.size_ms;
             if end > watermark {
                 break;
             }
-            for (key, slot) in entry.remove() {
-                emit(start, end, key, &slot.agg);
+            closed = true;
+            for key in entry.remove() {
+                let row = self.row(start, key);
+                debug_assert!(row.is_some(), "window {start} holds key {key} in no pane");
+                if let Some(row) = row {
+                    emit(start, end, key, &row);
+                }
             }
+        }
+        // A pane is covered by the windows starting in (p - size, p]: free it once the last
+        // of them has ended. That window was open (it was opened with the pane's first slot),
+        // so only a watermark that closed a window can free a pane.
+        while let Some(entry) = self.panes.first_entry().filter(|_| closed) {
+            if self.spec.last_start(*entry.key()) + self.spec.size_ms > watermark {
+                break;
+            }
+            entry.remove();
         }
     }
 
     /// Makes every window final (end of input), passing each to `emit` as [`Self::advance`] does.
     pub fn flush(&mut self, emit: impl FnMut(Millis, Millis, u64, &A)) {
         self.advance(Millis::MAX, emit);
+        debug_assert!(self.panes.is_empty(), "a pane outlived every window");
     }
 
-    /// Passes every slot changed since the last call to `emit` (a partial result) and marks it
-    /// clean.
+    /// Passes the row of every window and key whose panes changed since the last call to
+    /// `emit` (a partial result), and marks every pane clean. Every open window is drained at
+    /// once, so a pane's one flag stands for each window covering it.
     pub fn drain_dirty(&mut self, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
-        for (&start, keys) in &mut self.windows {
-            for (&key, slot) in keys.iter_mut() {
-                if slot.dirty {
-                    slot.dirty = false;
-                    emit(start, start + self.spec.size_ms, key, &slot.agg);
+        for (&start, keys) in &self.windows {
+            for &key in keys {
+                if self.slots(start, key).any(|slot| slot.dirty)
+                    && let Some(row) = self.row(start, key)
+                {
+                    emit(start, start + self.spec.size_ms, key, &row);
                 }
             }
         }
+        for slot in self.panes.values_mut().flat_map(|keys| keys.values_mut()) {
+            slot.dirty = false;
+        }
     }
 
-    /// Passes every open slot to `emit` without changing anything (the console's view).
+    /// Passes every open window's rows to `emit` without changing anything (the console's view).
     pub fn for_each_open(&self, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         for (&start, keys) in &self.windows {
-            for (&key, slot) in keys {
-                emit(start, start + self.spec.size_ms, key, &slot.agg);
+            for &key in keys {
+                if let Some(row) = self.row(start, key) {
+                    emit(start, start + self.spec.size_ms, key, &row);
+                }
             }
         }
     }
@@ -170,6 +263,8 @@ impl<A: Aggregate> Windowed<A> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[derive(Clone, Default, Debug, PartialEq)]
@@ -178,6 +273,9 @@ mod tests {
         type Input = ();
         fn add(&mut self, _: &()) {
             self.0 += 1;
+        }
+        fn merge(&mut self, other: &Self) {
+            self.0 += other.0;
         }
     }
 
@@ -297,5 +395,176 @@ mod tests {
         };
         assert_eq!(spec.first_start(-5), -30);
         assert_eq!(spec.last_start(-5), -10);
+    }
+
+    /// The sorted multiset of the values added: merging is exact, and a row shows every record.
+    #[derive(Clone, Default, Debug, PartialEq)]
+    struct Values(Vec<u32>);
+    impl Aggregate for Values {
+        type Input = u32;
+        fn add(&mut self, v: &u32) {
+            let at = self.0.partition_point(|x| x <= v);
+            self.0.insert(at, *v);
+        }
+        fn merge(&mut self, other: &Self) {
+            for v in &other.0 {
+                self.add(v);
+            }
+        }
+    }
+
+    /// The hopping windows as they were before panes: one slot per window and key, every
+    /// record added to each of its `size/slide` windows. The reference the panes must match.
+    struct Hopping {
+        spec: WindowSpec,
+        windows: BTreeMap<Millis, BTreeMap<u64, Slot<Values>>>,
+        closed_until: Millis,
+    }
+
+    type Rows = Vec<(Millis, Millis, u64, Vec<u32>)>;
+
+    impl Hopping {
+        fn add(&mut self, t: Millis, key: u64, v: u32, limits: Limits) -> AddOutcome {
+            let (first, last) = (self.spec.first_start(t), self.spec.last_start(t));
+            if first + self.spec.size_ms <= self.closed_until {
+                return AddOutcome::Late {
+                    window_end: first + self.spec.size_ms,
+                };
+            }
+            let starts = (first..=last).step_by(self.spec.slide_ms as usize);
+            let mut new_windows = 0;
+            for start in starts.clone() {
+                match self.windows.get(&start) {
+                    None => new_windows += 1,
+                    Some(keys) => {
+                        if !keys.contains_key(&key) && keys.len() >= limits.max_keys_per_window {
+                            return AddOutcome::OverLimit("max_keys_per_window");
+                        }
+                    }
+                }
+            }
+            if new_windows > 0 && self.windows.len() + new_windows > limits.max_open_windows {
+                return AddOutcome::OverLimit("max_open_windows");
+            }
+            for start in starts {
+                let slot = self.windows.entry(start).or_default().entry(key);
+                let slot = slot.or_insert_with(|| Slot {
+                    agg: Values::default(),
+                    dirty: false,
+                });
+                slot.agg.add(&v);
+                slot.dirty = true;
+            }
+            AddOutcome::Aggregated
+        }
+
+        fn advance(&mut self, watermark: Millis) -> Rows {
+            let mut rows = Vec::new();
+            if watermark <= self.closed_until {
+                return rows;
+            }
+            self.closed_until = watermark;
+            while let Some(entry) = self.windows.first_entry() {
+                let (start, end) = (*entry.key(), *entry.key() + self.spec.size_ms);
+                if end > watermark {
+                    break;
+                }
+                for (key, slot) in entry.remove() {
+                    rows.push((start, end, key, slot.agg.0));
+                }
+            }
+            rows
+        }
+
+        fn drain_dirty(&mut self) -> Rows {
+            let mut rows = Vec::new();
+            for (&start, keys) in &mut self.windows {
+                for (&key, slot) in keys.iter_mut() {
+                    if slot.dirty {
+                        slot.dirty = false;
+                        rows.push((start, start + self.spec.size_ms, key, slot.agg.0.clone()));
+                    }
+                }
+            }
+            rows
+        }
+    }
+
+    /// An `emit` that appends each row to `rows`.
+    fn rows(rows: &mut Rows) -> impl FnMut(Millis, Millis, u64, &Values) + '_ {
+        |s, e, k, a| rows.push((s, e, k, a.0.clone()))
+    }
+
+    /// One step of a run: add (time, key, value), advance the watermark by some amount,
+    /// trigger, or look at the open windows.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add(Millis, u64, u32),
+        Advance(Millis),
+        Trigger,
+        Look,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0..200i64, 0..6u64, any::<u32>()).prop_map(|(t, k, v)| Op::Add(t, k, v)),
+            1 => (0..40i64).prop_map(Op::Advance),
+            1 => Just(Op::Trigger),
+            1 => Just(Op::Look),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        // Proves the panes emit what the hopping windows emitted, step by step: the same
+        // outcome for every record (late, over which bound), the same partial rows at every
+        // trigger, the same open rows, the same final rows at every watermark and at the end,
+        // and the same number of open windows; over sliding and tumbling windows, records out
+        // of order, and bounds small enough to be hit.
+        #[test]
+        fn panes_emit_what_hopping_windows_emit(
+            (size, slide) in prop_oneof![Just((30, 10)), Just((20, 10)), Just((10, 10)), Just((30, 5))],
+            max_open_windows in 1..12usize,
+            max_keys_per_window in 1..5usize,
+            ops in prop::collection::vec(op(), 0..120),
+        ) {
+            let spec = WindowSpec { size_ms: size, slide_ms: slide };
+            let limits = Limits { max_open_windows, max_keys_per_window };
+            let mut panes = Windowed::<Values>::new(spec);
+            let mut hopping = Hopping { spec, windows: BTreeMap::new(), closed_until: Millis::MIN };
+            let mut watermark = 0;
+            for op in ops {
+                match op {
+                    Op::Add(t, key, v) => {
+                        prop_assert_eq!(panes.add(t, key, &v, limits), hopping.add(t, key, v, limits));
+                    }
+                    Op::Advance(by) => {
+                        watermark += by;
+                        let mut got = Vec::new();
+                        panes.advance(watermark, rows(&mut got));
+                        prop_assert_eq!(got, hopping.advance(watermark));
+                    }
+                    Op::Trigger => {
+                        let mut got = Vec::new();
+                        panes.drain_dirty(rows(&mut got));
+                        prop_assert_eq!(got, hopping.drain_dirty());
+                    }
+                    Op::Look => {
+                        let mut got = Vec::new();
+                        panes.for_each_open(rows(&mut got));
+                        let want: Rows = hopping.windows.iter().flat_map(|(&s, keys)| {
+                            keys.iter().map(move |(&k, slot)| (s, s + size, k, slot.agg.0.clone()))
+                        }).collect();
+                        prop_assert_eq!(got, want);
+                    }
+                }
+                prop_assert_eq!(panes.open_windows(), hopping.windows.len());
+            }
+            let mut got = Vec::new();
+            panes.flush(rows(&mut got));
+            prop_assert_eq!(got, hopping.advance(Millis::MAX));
+            prop_assert!(panes.panes.is_empty());
+        }
     }
 }
