@@ -17,7 +17,9 @@
 //!   consumed by the job from the start to its idle exit: wall time, records/s, peak RSS.
 //!
 //! Load steps: 1x and 10x, then x4 until a step fails (or `max_load`), then three bisections
-//! between the last sustained and the first failed load.
+//! between the last sustained and the first failed load. The city at a load factor has that many
+//! times the thesis devices on the same network; the job's device bounds are raised to fit them
+//! (`--engine-config`), so every record is processed, none dead-lettered.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -68,7 +70,7 @@ impl Default for BenchOptions {
             warmup_s: 20,
             window_s: 60,
             loads: Vec::new(),
-            max_load: 16_384,
+            max_load: generator::MAX_LOAD_FACTOR,
             latency_s: 300,
             catch_up_hours: 24,
             partitions: 4,
@@ -96,6 +98,10 @@ pub struct Step {
     pub lag_slope_per_s: f64,
     /// The producer kept its schedule and the lag grew by less than 2 s of input.
     pub sustained: bool,
+    /// Records the engine accepted by the end of the step (the job's `/metrics`).
+    pub accepted: u64,
+    /// Records dead-lettered by then (0 for the generated city within the raised bounds).
+    pub dead_letters: u64,
     /// The job's peak resident memory, kB.
     pub peak_rss_kb: u64,
     /// The job's CPU time over the step's wall time, percent of one core.
@@ -200,13 +206,15 @@ pub fn run(
         let s = load_step(addresses, options, load)?;
         say(&format!(
             "  offered {:.0}/s, produced {:.0}/s (behind {} ms), lag {:.0} -> {:.0} (slope {:.1}/s), \
-             RSS {:.1} MB, CPU {:.0} %: {}",
+             accepted {}, dead letters {}, RSS {:.1} MB, CPU {:.0} %: {}",
             s.offered_per_s,
             s.produced_per_s,
             s.producer_behind_ms,
             s.lag_start,
             s.lag_end,
             s.lag_slope_per_s,
+            s.accepted,
+            s.dead_letters,
             s.peak_rss_kb as f64 / 1024.0,
             s.cpu_percent,
             if s.sustained {
@@ -335,14 +343,32 @@ fn free_port() -> Result<u16, SimError> {
     Ok(l.local_addr().map_err(failed)?.port())
 }
 
+/// The engine's device bounds raised to fit `load` times the thesis city's devices (its default
+/// bounds hold 4,096 devices a topic: the city at about 120x); every other setting the default.
+fn engine_config(corner: &Corner, load: u32) -> Result<PathBuf, SimError> {
+    let devices = (40 * load as usize).max(4096);
+    let text = format!(
+        "max_devices_per_topic = {devices}\n\
+         max_vehicles_per_window = {devices}\n\
+         max_interned_strings = {}\n",
+        16_384 + devices
+    );
+    let path = corner.checkpoint_dir.with_extension("engine.toml");
+    std::fs::write(&path, text)
+        .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
 fn spawn_job(
     options: &BenchOptions,
     addresses: &Addresses,
     corner: &Corner,
+    load: u32,
     extra: &[&str],
 ) -> Result<Job, SimError> {
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let checkpoint = corner.checkpoint_dir.display().to_string();
+    let engine = engine_config(corner, load)?;
     let child = Command::new(&options.pipeline_bin)
         .arg("streaming")
         .args(["--kafka-bootstrap-servers", &addresses.kafka])
@@ -354,6 +380,8 @@ fn spawn_job(
         .args(["--postgres-schema", &corner.name])
         .args(["--checkpoint-dir", &checkpoint])
         .args(["--metrics-addr", &metrics])
+        .arg("--engine-config")
+        .arg(&engine)
         .arg("--no-console")
         .args(extra)
         // As the Dockerfile sets it: at most two glibc malloc arenas.
@@ -397,6 +425,16 @@ fn lag_of(metrics: &str) -> Option<u64> {
         }
     }
     seen.then_some(total as u64)
+}
+
+/// The sum of a counter family over its labels (`<name>_total{...} value` lines).
+fn counter_of(metrics: &str, name: &str) -> u64 {
+    let prefix = format!("{name}_total");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// Peak RSS (kB) and CPU time (s) of a process.
@@ -547,7 +585,7 @@ impl Drop for Scoped<'_> {
 /// the warm-up and the window, the lag sampled once a second.
 fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result<Step, SimError> {
     let scope = Scoped::new(addresses, &format!("bench_{load}x"), options.partitions)?;
-    let mut job = spawn_job(options, addresses, &scope.corner, &[])?;
+    let mut job = spawn_job(options, addresses, &scope.corner, load, &[])?;
     wait_for_metrics(&mut job)?;
     let total_s = options.warmup_s + options.window_s;
     let wall0 = (epoch_ms() / 1000 + 1) * 1000;
@@ -600,6 +638,9 @@ fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result
             .map_err(|_| failed("the producer panicked"))?
     })?;
     let wall_s = watch.elapsed().as_secs_f64();
+    let last = scrape(&job.metrics).unwrap_or_default();
+    let accepted = counter_of(&last, "pipeline_records_accepted");
+    let dead_letters = counter_of(&last, "pipeline_dead_letters");
     let from = options.warmup_s as f64 + 1.0;
     let to = total_s as f64 + 1.0;
     let window: Vec<(f64, f64)> = lag
@@ -628,6 +669,8 @@ fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result
         lag_end,
         lag_slope_per_s: slope(&window),
         sustained,
+        accepted,
+        dead_letters,
         peak_rss_kb,
         cpu_percent: 100.0 * cpu_s / wall_s.max(1.0),
         lag,
@@ -673,6 +716,7 @@ fn catch_up(addresses: &Addresses, options: &BenchOptions) -> Result<CatchUp, Si
         options,
         addresses,
         &scope.corner,
+        1,
         &["--idle-exit-ms", &idle],
     )?;
     let watch = Stopwatch::start();
@@ -711,11 +755,11 @@ impl BenchReport {
             self.date, self.cores
         ));
         out.push_str(
-            "load  offered/s  produced/s  behind ms  lag start -> end  slope/s  RSS MB  CPU %  sustained\n",
+            "load  offered/s  produced/s  behind ms  lag start -> end  slope/s  dead letters  RSS MB  CPU %  sustained\n",
         );
         for s in &self.steps {
             out.push_str(&format!(
-                "{:>4}x {:>10.0} {:>11.0} {:>10} {:>9.0} -> {:<6.0} {:>8.1} {:>7.1} {:>6.0}  {}\n",
+                "{:>4}x {:>10.0} {:>11.0} {:>10} {:>9.0} -> {:<6.0} {:>8.1} {:>13} {:>7.1} {:>6.0}  {}\n",
                 s.load_factor,
                 s.offered_per_s,
                 s.produced_per_s,
@@ -723,6 +767,7 @@ impl BenchReport {
                 s.lag_start,
                 s.lag_end,
                 s.lag_slope_per_s,
+                s.dead_letters,
                 s.peak_rss_kb as f64 / 1024.0,
                 s.cpu_percent,
                 if s.sustained { "yes" } else { "no" }

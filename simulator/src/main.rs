@@ -92,8 +92,8 @@ enum Command {
         /// Measure these load factors (comma-separated) instead of searching.
         #[arg(long, value_delimiter = ',')]
         loads: Vec<u32>,
-        /// The search stops at this load factor.
-        #[arg(long, default_value_t = 16_384)]
+        /// The search stops at this load factor (at most the generator's 20,000).
+        #[arg(long, default_value_t = generator::MAX_LOAD_FACTOR)]
         max_load: u32,
         /// Seconds of each real-time latency run (thesis load and 10x; windows close from the
         /// second minute on); 0 skips them.
