@@ -191,6 +191,25 @@ struct StreamingArgs {
     /// `0.0.0.0:9898`); not served when unset.
     #[arg(long, env = "PIPELINE_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
+    /// Where the output goes: `databases` (MongoDB, PostgreSQL and the `dead-letters` topic),
+    /// or `null`, a benchmarking mode: every write is acknowledged at once and nothing is kept,
+    /// MongoDB and PostgreSQL are not contacted, checkpoints and offset commits go on as usual,
+    /// and alert latency is measured up to the null sink's acknowledgement.
+    #[arg(long, value_enum, default_value_t = SinkArg::Databases)]
+    sink: SinkArg,
+    /// At exit, write what the run did as JSON to this file: records, wall time, rows sent,
+    /// latency percentiles (alert, window, sink write, trigger write) and per-query counts.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
+}
+
+/// `--sink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SinkArg {
+    /// MongoDB, PostgreSQL and the `dead-letters` topic.
+    Databases,
+    /// Acknowledge every write at once and keep nothing (benchmarks).
+    Null,
 }
 
 /// The driver configuration: the file's, then the flags'.
@@ -317,7 +336,7 @@ fn replay(input: PathBuf, output: PathBuf, config: Option<PathBuf>) -> Result<()
 
 #[cfg(feature = "services")]
 fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
-    use pipeline::streaming::{StreamingConfig, run, shutdown_signal};
+    use pipeline::streaming::{SinkMode, StreamingConfig, run, shutdown_signal};
 
     pipeline::logging::init(log_format);
     let mut config = StreamingConfig::new(
@@ -336,6 +355,10 @@ fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
     config.ready_attempts = args.ready_attempts;
     config.console = !args.no_console;
     config.metrics_addr = args.metrics_addr;
+    config.sink_mode = match args.sink {
+        SinkArg::Databases => SinkMode::Databases,
+        SinkArg::Null => SinkMode::Null,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -348,7 +371,49 @@ fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
         report.flushes,
         report.metrics.report()
     );
+    if let Some(path) = &args.report_json {
+        let text = serde_json::to_string_pretty(&report_json(&report))?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the run report {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// `--report-json`: what a run did, for benchmark scripts.
+#[cfg(feature = "services")]
+fn report_json(report: &pipeline::streaming::RunReport) -> serde_json::Value {
+    let m = report.metrics.report();
+    let queries: serde_json::Map<String, serde_json::Value> = report
+        .counters
+        .queries
+        .iter()
+        .map(|(q, c)| {
+            let v = serde_json::json!({
+                "aggregated": c.aggregated,
+                "late": c.late,
+                "over_limit": c.over_limit,
+                "partial_rows": c.partial_rows,
+                "final_rows": c.final_rows,
+                "alerts": c.alerts,
+            });
+            (q.name().to_owned(), v)
+        })
+        .collect();
+    serde_json::json!({
+        "stop": format!("{:?}", report.stop),
+        "records": report.records,
+        "elapsed_ms": report.elapsed_ms,
+        "writes": report.flushes,
+        "rows": report.rows,
+        "dead_letters": report.dead_letters,
+        "late": report.late,
+        "archive": report.archive,
+        "alert_latency": m.alert_latency,
+        "window_latency": m.window_latency,
+        "sink_write": m.sink_write,
+        "trigger_write": m.trigger_write,
+        "queries": queries,
+    })
 }
 
 #[cfg(not(feature = "services"))]

@@ -110,6 +110,19 @@ impl ReplayClock {
     }
 }
 
+/// Where the job's output goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SinkMode {
+    /// MongoDB, PostgreSQL and the `dead-letters` topic: production.
+    #[default]
+    Databases,
+    /// A null sink that acknowledges every write at once and keeps nothing: for benchmarks
+    /// that measure the job alone (or side by side with a peer writing to a null sink too).
+    /// MongoDB and PostgreSQL are neither waited for nor touched; checkpoints and Kafka
+    /// commits go on as in production.
+    Null,
+}
+
 /// Everything the streaming job is told.
 #[derive(Clone, Debug)]
 pub struct StreamingConfig {
@@ -148,6 +161,8 @@ pub struct StreamingConfig {
     pub metrics_log_interval_ms: u64,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the output goes: the databases, or a null sink for benchmarks.
+    pub sink_mode: SinkMode,
 }
 
 impl StreamingConfig {
@@ -182,6 +197,7 @@ impl StreamingConfig {
             console: true,
             metrics_log_interval_ms: 60_000,
             metrics_addr: None,
+            sink_mode: SinkMode::Databases,
         }
     }
 }
@@ -407,7 +423,13 @@ pub async fn run_with(
             b.set_phase(Phase::Starting(what.to_owned()));
         }
     };
-    let (pg_client, mongo_client) = wait_for_services(&config, board.as_ref()).await?;
+    let clients = match config.sink_mode {
+        SinkMode::Databases => Some(wait_for_services(&config, board.as_ref()).await?),
+        SinkMode::Null => {
+            wait_for_kafka(&config, board.as_ref()).await?;
+            None
+        }
+    };
     starting("restoring the checkpoint and opening the sinks");
     let loaded = checkpoint::load(&config.checkpoint_dir)?;
     let restored = loaded.is_some();
@@ -432,15 +454,21 @@ pub async fn run_with(
         // Retry jitter needs no reproducibility here, only spread between instances.
         driver_config.jitter_seed = wall_now as u64 ^ u64::from(std::process::id()).rotate_left(32);
     }
-    let specs = sinks::SPECS.to_vec();
+    let specs = sinks::specs(config.sink_mode).to_vec();
     let mut driver = match loaded {
         Some(l) => Driver::from_checkpoint(driver_config, l.data, specs, now)?,
         None => Driver::new(driver_config, config.engine.clone(), specs, now)?,
     };
-    // The schema is created and migrated once, before the lanes open their own connections.
-    postgres::PostgresSink::new(pg_client, &config.postgres.schema).await?;
     let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (lanes, loops) = start_sinks(&config, &mongo_client, &results_tx).await?;
+    let (lanes, loops) = match clients {
+        Some((pg_client, mongo_client)) => {
+            // The schema is created and migrated once, before the lanes open their own
+            // connections.
+            postgres::PostgresSink::new(pg_client, &config.postgres.schema).await?;
+            start_sinks(&config, &mongo_client, &results_tx).await?
+        }
+        None => LaneTasks::start(&sinks::NULL_SPECS, |_, _| Some(LaneSink::Null), &results_tx),
+    };
     starting("taking the Kafka partitions");
     let mut source = KafkaSource::connect(config.kafka.clone()).await?;
     let partitions = source.partitions().to_vec();
@@ -495,11 +523,11 @@ async fn start_metrics(
     Ok(server)
 }
 
-/// Waits for Kafka, PostgreSQL and MongoDB, in that order, saying so for each.
-async fn wait_for_services(
+/// Waits for Kafka, saying so.
+async fn wait_for_kafka(
     config: &StreamingConfig,
     board: Option<&StatusBoard>,
-) -> Result<(tokio_postgres::Client, ::mongodb::Client), StreamingError> {
+) -> Result<(), StreamingError> {
     let kafka_address = config.kafka.bootstrap_servers.clone();
     wait_for(
         config,
@@ -515,7 +543,15 @@ async fn wait_for_services(
             )
         },
     )
-    .await?;
+    .await
+}
+
+/// Waits for Kafka, PostgreSQL and MongoDB, in that order, saying so for each.
+async fn wait_for_services(
+    config: &StreamingConfig,
+    board: Option<&StatusBoard>,
+) -> Result<(tokio_postgres::Client, ::mongodb::Client), StreamingError> {
+    wait_for_kafka(config, board).await?;
     let pg_client = wait_for(
         config,
         board,
@@ -575,6 +611,7 @@ async fn start_sinks(
     }
     let n = sinks::SPECS.len();
     Ok(LaneTasks::start(
+        &sinks::SPECS,
         |lane, i| made[lane.index() * n + i].take(),
         results,
     ))

@@ -18,7 +18,7 @@ use crate::source::{Source, SourceError};
 use crate::time::Millis;
 
 use super::metrics::Metrics;
-use super::sinks::{LaneTasks, Outcome, SPECS};
+use super::sinks::{LaneTasks, Outcome};
 use super::status::{JobStatus, Phase, StatusBoard};
 use super::{
     ReplayClock, RunReport, StoreResult, StreamingConfig, StreamingError, WallClock, empty_report,
@@ -380,7 +380,7 @@ impl Shell {
             Phase::Running
         };
         status.read_driver(&self.driver, self.now());
-        status.sinks = SPECS.iter().map(|s| s.name).collect();
+        status.sinks = self.lanes.sink_names().to_vec();
         status.last_errors = self.last_errors.clone();
         status.metrics = self.total.clone();
         status.metrics.merge(&self.interval);

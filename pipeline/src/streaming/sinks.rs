@@ -7,6 +7,10 @@
 //! the driver's `write_timeout_ms`. A task never gives up: it answers every write with its
 //! outcome and the driver decides when to try again. A PostgreSQL connection that dropped
 //! (a database restart) is opened again before the next write.
+//!
+//! For benchmarks ([`SinkMode::Null`]) one null sink takes every lane instead: it acknowledges
+//! each write at once and keeps nothing, so a run measures the job without any database's cost
+//! (and compares with a peer job writing to a null sink of its own).
 
 use std::time::Duration;
 
@@ -19,9 +23,9 @@ use crate::sink::mongo::MongoSink;
 use crate::sink::postgres::{self, PostgresSink};
 use crate::sink::{Sink, SinkError};
 
-use super::WallClock;
+use super::{SinkMode, WallClock};
 
-/// The sinks, in the order the driver knows them.
+/// The database sinks, in the order the driver knows them.
 pub const SPECS: [SinkSpec; 3] = [
     SinkSpec::all("mongodb"),
     SinkSpec::all("postgresql"),
@@ -31,6 +35,17 @@ pub const SPECS: [SinkSpec; 3] = [
         lanes: [false, false, true],
     },
 ];
+
+/// The null sink of a benchmark run: every lane, acknowledged at once.
+pub const NULL_SPECS: [SinkSpec; 1] = [SinkSpec::all("null")];
+
+/// The sinks of a mode, in the order the driver knows them.
+pub fn specs(mode: SinkMode) -> &'static [SinkSpec] {
+    match mode {
+        SinkMode::Databases => &SPECS,
+        SinkMode::Null => &NULL_SPECS,
+    }
+}
 
 /// One sink instance of one lane.
 pub enum LaneSink {
@@ -47,6 +62,9 @@ pub enum LaneSink {
     },
     /// The `dead-letters` Kafka topic.
     DeadLetters(DeadLetterTopic),
+    /// Nothing: every write acknowledged at once (benchmarks). The driver still counts what it
+    /// sent, and measures alert latency up to this acknowledgement.
+    Null,
 }
 
 impl std::fmt::Debug for LaneSink {
@@ -55,6 +73,7 @@ impl std::fmt::Debug for LaneSink {
             LaneSink::Mongo(_) => "LaneSink::Mongo",
             LaneSink::Postgres { .. } => "LaneSink::Postgres",
             LaneSink::DeadLetters(_) => "LaneSink::DeadLetters",
+            LaneSink::Null => "LaneSink::Null",
         })
     }
 }
@@ -64,6 +83,7 @@ impl LaneSink {
         match self {
             LaneSink::Mongo(s) => s.write(out).await,
             LaneSink::DeadLetters(s) => s.write(out).await,
+            LaneSink::Null => Ok(()),
             LaneSink::Postgres { sink, url, schema } => {
                 if sink.as_ref().is_none_or(|s| s.client().is_closed()) {
                     *sink = None;
@@ -99,17 +119,19 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct LaneTasks {
     senders: Vec<Vec<Option<mpsc::Sender<Write>>>>,
+    names: Vec<&'static str>,
 }
 
 /// The loop of one (lane, sink): it ends when the job drops its [`LaneTasks`].
 pub type TaskLoop = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 impl LaneTasks {
-    /// Makes a loop for each (lane, sink) that `make` gives a sink for; outcomes go to
-    /// `results`. The loops run beside the job's own loop in its task (they are joined with it,
-    /// not spawned: the sinks' futures need not be `Send`), each awaiting its sink while the
+    /// Makes a loop for each (lane, sink of `specs`) that `make` gives a sink for; outcomes go
+    /// to `results`. The loops run beside the job's own loop in its task (they are joined with
+    /// it, not spawned: the sinks' futures need not be `Send`), each awaiting its sink while the
     /// others and the job go on.
     pub fn start(
+        specs: &[SinkSpec],
         mut make: impl FnMut(Lane, usize) -> Option<LaneSink>,
         results: &mpsc::UnboundedSender<Outcome>,
     ) -> (Self, Vec<TaskLoop>) {
@@ -117,17 +139,23 @@ impl LaneTasks {
         let mut loops: Vec<TaskLoop> = Vec::new();
         for lane in Lane::ALL {
             let mut row = Vec::new();
-            for (i, spec) in SPECS.iter().enumerate() {
+            for (i, spec) in specs.iter().enumerate() {
                 let sink = spec.lanes[lane.index()].then(|| make(lane, i)).flatten();
                 row.push(sink.map(|sink| {
                     let (tx, rx) = mpsc::channel(4);
-                    loops.push(Box::pin(run_task(sink, i, rx, results.clone())));
+                    loops.push(Box::pin(run_task(sink, i, spec.name, rx, results.clone())));
                     tx
                 }));
             }
             senders.push(row);
         }
-        (LaneTasks { senders }, loops)
+        let names = specs.iter().map(|s| s.name).collect();
+        (LaneTasks { senders, names }, loops)
+    }
+
+    /// The sinks' names, in the order the driver knows them.
+    pub fn sink_names(&self) -> &[&'static str] {
+        &self.names
     }
 
     /// Hands a write to each of its sinks' tasks. A sink without a task acknowledges at once.
@@ -165,6 +193,7 @@ impl LaneTasks {
 async fn run_task(
     mut sink: LaneSink,
     index: usize,
+    name: &'static str,
     mut jobs: mpsc::Receiver<Write>,
     results: mpsc::UnboundedSender<Outcome>,
 ) {
@@ -182,7 +211,7 @@ async fn run_task(
             )),
         };
         tracing::trace!(
-            sink = SPECS[index].name,
+            sink = name,
             lane = w.lane.name(),
             write = w.id,
             ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -200,5 +229,25 @@ async fn run_task(
         {
             return; // The job stopped.
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::now_or_never;
+
+    // Proves the null sink mode has one sink on every lane that acknowledges a write at once,
+    // and the database mode keeps its three sinks.
+    #[test]
+    fn null_sink_takes_every_lane_and_acknowledges_at_once() {
+        let null = specs(SinkMode::Null);
+        assert_eq!(null.len(), 1);
+        assert_eq!(null[0].name, "null");
+        assert!(null[0].lanes.iter().all(|l| *l));
+        assert_eq!(specs(SinkMode::Databases).len(), 3);
+        let mut sink = LaneSink::Null;
+        let out = Output::default();
+        assert!(matches!(now_or_never(sink.write(&out)), Some(Ok(()))));
     }
 }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# benches/peers/spark/run.sh — our streaming job and Apache Spark Structured Streaming side by
+# side, measured in one run on this machine (see README.md beside this script).
+#
+# Usage (from anywhere; the services of scripts/services.sh must be up):
+#   bash benches/peers/spark/run.sh [bench.py options]
+#       --backlog 2h --load-factor 10   backlog of city time and load factor (defaults)
+#       --live-seconds 300              length of each job's live latency run
+#       --skip-live                     throughput and memory only
+#       --out DIR                       results (default target/spark-peer/<UTC time>)
+#
+# It installs pyspark and the Kafka connector (setup.sh, cached), builds the release `pipeline`
+# and `generator`, then runs bench.py, which prints the table and writes results.json and
+# table.md to the results folder. Every topic it makes starts with `spark-bench-<time>-` and is
+# deleted at the end (`--keep-topics` keeps them).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+
+eval "$(bash "$ROOT/scripts/services.sh" env)"
+bash "$ROOT/scripts/services.sh" status >/dev/null ||
+    { echo "run.sh: the services are not all running; start them with: bash scripts/services.sh up" >&2; exit 1; }
+eval "$(bash "$HERE/setup.sh" env)"
+
+echo "run.sh: building the release pipeline and generator..." >&2
+(cd "$ROOT" && cargo build --release -q -p pipeline --features services --bin pipeline &&
+    cargo build --release -q -p generator --features kafka --bin generator)
+export PIPELINE_BIN=$ROOT/target/release/pipeline
+export GENERATOR_BIN=$ROOT/target/release/generator
+
+out=$ROOT/target/spark-peer/$(date -u +%Y%m%dT%H%M%SZ)
+args=("$@")
+for a in "$@"; do [[ $a == --out ]] && out=""; done
+[[ -n $out ]] && args=(--out "$out" "${args[@]}")
+exec python3 "$HERE/bench.py" "${args[@]}"
