@@ -188,11 +188,11 @@ def topic_records(bootstrap, prefix, topics):
 
 
 def city_config(path, load_factor):
-    """The generator's city: the default at `load_factor`, with 5 % of traffic readings marked
-    `data_quality: degraded` (plausible values), as SPEC §1 says the original's generator did;
-    they are the steady source of alert rows (traffic_anomalies) the latency is measured on."""
+    """The generator's city: the default at `load_factor`, whose 5 % of traffic readings marked
+    `data_quality: degraded` (`degraded_fraction`, as SPEC §1 says the original's generator did)
+    are the steady source of alert rows (traffic_anomalies) the latency is measured on."""
     with open(path, "w") as f:
-        f.write(f"load_factor = {load_factor}\n\n[[fault]]\nkind = \"degraded\"\nprobability = 0.05\n")
+        f.write(f"load_factor = {load_factor}\n")
     return path
 
 
