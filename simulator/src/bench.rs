@@ -30,7 +30,6 @@ use std::time::Duration;
 use generator::{Generator, GeneratorConfig};
 use pipeline::time::format_rfc3339;
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde::Serialize;
 
@@ -520,20 +519,12 @@ fn produce(
             .iter()
             .position(|t| *t == record.topic)
             .unwrap_or(0);
-        let mut message = BaseRecord::to(&names[i])
+        let message = BaseRecord::to(&names[i])
             .key(record.key.as_bytes())
             .payload(&value[..])
             .timestamp(record.produce_time_ms);
-        loop {
-            match producer.send(message) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    message = back;
-                }
-                Err((e, _)) => return Err(failed(format!("cannot produce: {e}"))),
-            }
-        }
+        services::send_waiting(&producer, message)
+            .map_err(|e| failed(format!("cannot produce: {e}")))?;
         sent.fetch_add(1, Ordering::Relaxed);
     }
     producer

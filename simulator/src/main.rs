@@ -76,36 +76,40 @@ enum Command {
     /// the `pipeline streaming` binary sustains in real time (consumer lag not growing over the
     /// window), real-time latency at thesis load and at 10x, and the catch-up of a backlog. Takes
     /// 15-30 minutes; BENCHMARKS.md has the latest figures.
-    Bench {
-        /// Only `services` (the services of `scripts/services.sh`).
-        #[arg(long, value_enum, default_value = "services")]
-        backend: Backend,
-        /// The `pipeline` binary; default: PIPELINE_BIN, else `pipeline` next to this binary.
-        #[arg(long)]
-        pipeline_bin: Option<PathBuf>,
-        /// Seconds of each load step before its measurement window.
-        #[arg(long, default_value_t = 20)]
-        warmup_s: u64,
-        /// Seconds over which the lag must not grow.
-        #[arg(long, default_value_t = 60)]
-        window_s: u64,
-        /// Measure these load factors (comma-separated) instead of searching.
-        #[arg(long, value_delimiter = ',')]
-        loads: Vec<u32>,
-        /// The search stops at this load factor (at most the generator's 20,000).
-        #[arg(long, default_value_t = generator::MAX_LOAD_FACTOR)]
-        max_load: u32,
-        /// Seconds of each real-time latency run (thesis load and 10x; windows close from the
-        /// second minute on); 0 skips them.
-        #[arg(long, default_value_t = 300)]
-        latency_s: u64,
-        /// Hours of the city in the catch-up backlog; 0 skips it.
-        #[arg(long, default_value_t = 24)]
-        catch_up_hours: u64,
-        /// Writes the figures (and the lag of every step, once a second) here as JSON.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Bench(BenchArgs),
+}
+
+/// `simulator bench`'s options.
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Only `services` (the services of `scripts/services.sh`).
+    #[arg(long, value_enum, default_value = "services")]
+    backend: Backend,
+    /// The `pipeline` binary; default: PIPELINE_BIN, else `pipeline` next to this binary.
+    #[arg(long)]
+    pipeline_bin: Option<PathBuf>,
+    /// Seconds of each load step before its measurement window.
+    #[arg(long, default_value_t = 20)]
+    warmup_s: u64,
+    /// Seconds over which the lag must not grow.
+    #[arg(long, default_value_t = 60)]
+    window_s: u64,
+    /// Measure these load factors (comma-separated) instead of searching.
+    #[arg(long, value_delimiter = ',')]
+    loads: Vec<u32>,
+    /// The search stops at this load factor (at most the generator's 20,000).
+    #[arg(long, default_value_t = generator::MAX_LOAD_FACTOR)]
+    max_load: u32,
+    /// Seconds of each real-time latency run (thesis load and 10x; windows close from the
+    /// second minute on); 0 skips them.
+    #[arg(long, default_value_t = 300)]
+    latency_s: u64,
+    /// Hours of the city in the catch-up backlog; 0 skips it.
+    #[arg(long, default_value_t = 24)]
+    catch_up_hours: u64,
+    /// Writes the figures (and the lag of every step, once a second) here as JSON.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn scenario_files(path: &Path) -> Result<Vec<PathBuf>> {
@@ -196,32 +200,31 @@ fn run_swarm(path: &Path, first_seed: u64, seeds: u64) -> Result<ExitCode> {
     })
 }
 
+/// Runs the benchmark and prints (and keeps) its figures.
 #[cfg(feature = "services")]
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    pipeline_bin: PathBuf,
-    warmup_s: u64,
-    window_s: u64,
-    loads: Vec<u32>,
-    max_load: u32,
-    latency_s: u64,
-    catch_up_hours: u64,
-    out: Option<PathBuf>,
-) -> Result<ExitCode> {
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.backend != Backend::Services {
+        bail!("simulator bench runs on --backend services only");
+    }
+    let pipeline_bin = args
+        .pipeline_bin
+        .or_else(|| std::env::var_os("PIPELINE_BIN").map(PathBuf::from))
+        .or_else(|| Some(std::env::current_exe().ok()?.with_file_name("pipeline")))
+        .context("cannot tell where the pipeline binary is: pass --pipeline-bin")?;
     let options = simulator::bench::BenchOptions {
         pipeline_bin,
-        warmup_s,
-        window_s,
-        loads,
-        max_load,
-        latency_s,
-        catch_up_hours,
+        warmup_s: args.warmup_s,
+        window_s: args.window_s,
+        loads: args.loads,
+        max_load: args.max_load,
+        latency_s: args.latency_s,
+        catch_up_hours: args.catch_up_hours,
         ..Default::default()
     };
     let addresses = simulator::services::Addresses::from_env();
     let report = simulator::bench::run(&addresses, &options, &mut |line| println!("{line}"))?;
     println!("\n{}", report.summary());
-    if let Some(out) = out {
+    if let Some(out) = args.out {
         std::fs::write(&out, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", out.display()))?;
         println!("figures written to {}", out.display());
@@ -230,19 +233,10 @@ fn bench(
 }
 
 #[cfg(not(feature = "services"))]
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    _: PathBuf,
-    _: u64,
-    _: u64,
-    _: Vec<u32>,
-    _: u32,
-    _: u64,
-    _: u64,
-    _: Option<PathBuf>,
-) -> Result<ExitCode> {
+fn bench(_: BenchArgs) -> Result<ExitCode> {
     bail!(
-        "this simulator was built without the `services` feature: rebuild with `cargo build --release -p simulator --features services`"
+        "this simulator was built without the `services` feature: rebuild with `cargo build \
+         --release -p simulator --features services`"
     )
 }
 
@@ -293,38 +287,7 @@ fn main() -> Result<ExitCode> {
             seeds,
             first_seed,
         } => return run_swarm(&path, first_seed, seeds),
-        Command::Bench {
-            backend,
-            pipeline_bin,
-            warmup_s,
-            window_s,
-            loads,
-            max_load,
-            latency_s,
-            catch_up_hours,
-            out,
-        } => {
-            if backend != Backend::Services {
-                bail!("simulator bench runs on --backend services only");
-            }
-            let pipeline_bin = pipeline_bin
-                .or_else(|| std::env::var_os("PIPELINE_BIN").map(PathBuf::from))
-                .or_else(|| {
-                    let me = std::env::current_exe().ok()?;
-                    Some(me.with_file_name("pipeline"))
-                })
-                .context("cannot tell where the pipeline binary is: pass --pipeline-bin")?;
-            return bench(
-                pipeline_bin,
-                warmup_s,
-                window_s,
-                loads,
-                max_load,
-                latency_s,
-                catch_up_hours,
-                out,
-            );
-        }
+        Command::Bench(args) => return bench(args),
     };
     let options = RunOptions {
         seed,

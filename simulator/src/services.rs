@@ -261,20 +261,12 @@ fn produce(
             .iter()
             .position(|t| *t == record.topic)
             .unwrap_or(0)];
-        let mut message = BaseRecord::with_opaque_to(topic, label)
+        let message = BaseRecord::with_opaque_to(topic, label)
             .key(record.key.as_bytes())
             .payload(&value[..])
             .timestamp(record.produce_time_ms);
-        loop {
-            match producer.send(message) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    std::thread::sleep(Duration::from_millis(2));
-                    message = back;
-                }
-                Err((e, _)) => return Err(failed(format!("cannot produce to {topic}: {e}"))),
-            }
-        }
+        send_waiting(&producer, message)
+            .map_err(|e| failed(format!("cannot produce to {topic}: {e}")))?;
         *offered.entry(record.topic).or_default() += 1;
         throughput.offer(record.produce_time_ms, 1);
         shared
@@ -316,6 +308,23 @@ fn produce(
         faults,
         throughput,
     })
+}
+
+/// Sends `message`, waiting while the producer's queue is full.
+pub(crate) fn send_waiting<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    mut message: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(message) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                std::thread::sleep(Duration::from_millis(1));
+                message = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 async fn admin(addresses: &Addresses) -> Result<AdminClient<DefaultClientContext>, SimError> {
