@@ -105,6 +105,9 @@ pub struct Step {
     pub peak_rss_kb: u64,
     /// The job's CPU time over the step's wall time, percent of one core.
     pub cpu_percent: f64,
+    /// The whole machine's busy CPU over the step (job, producer, broker, databases), percent of
+    /// one core: 100 x the cores when every core was busy.
+    pub machine_cpu_percent: f64,
     /// (seconds since the step started, lag) once a second.
     pub lag: Vec<(f64, u64)>,
 }
@@ -205,7 +208,7 @@ pub fn run(
         let s = load_step(addresses, options, load)?;
         say(&format!(
             "  offered {:.0}/s, produced {:.0}/s (behind {} ms), lag {:.0} -> {:.0} (slope {:.1}/s), \
-             accepted {}, dead letters {}, RSS {:.1} MB, CPU {:.0} %: {}",
+             accepted {}, dead letters {}, RSS {:.1} MB, CPU {:.0} % (machine {:.0} %): {}",
             s.offered_per_s,
             s.produced_per_s,
             s.producer_behind_ms,
@@ -216,6 +219,7 @@ pub fn run(
             s.dead_letters,
             s.peak_rss_kb as f64 / 1024.0,
             s.cpu_percent,
+            s.machine_cpu_percent,
             if s.sustained {
                 "sustained"
             } else {
@@ -436,6 +440,34 @@ fn counter_of(metrics: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// The machine's (busy, total) CPU ticks over all cores, from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    parse_cpu_line(std::fs::read_to_string("/proc/stat").ok()?.lines().next()?)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`: busy is all but idle and iowait.
+fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let ticks: Vec<u64> = line
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Busy CPU between two readings of [`machine_ticks`], percent of one core.
+fn busy_percent(from: Option<(u64, u64)>, to: Option<(u64, u64)>) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    match (from, to) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            100.0 * cores * (b1 - b0) as f64 / (t1 - t0) as f64
+        }
+        _ => 0.0,
+    }
+}
+
 /// Peak RSS (kB) and CPU time (s) of a process.
 fn usage(pid: u32) -> Option<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -586,6 +618,7 @@ fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result
     let behind = AtomicI64::new(0);
     let stop = AtomicBool::new(false);
     let cpu0 = usage(job.child.id()).map_or(0.0, |u| u.1);
+    let machine0 = machine_ticks();
     let watch = Stopwatch::start();
     let mut lag = Vec::new();
     let mut peak_rss_kb = 0;
@@ -664,6 +697,7 @@ fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result
         dead_letters,
         peak_rss_kb,
         cpu_percent: 100.0 * cpu_s / wall_s.max(1.0),
+        machine_cpu_percent: busy_percent(machine0, machine_ticks()),
         lag,
     })
 }
@@ -746,11 +780,11 @@ impl BenchReport {
             self.date, self.cores
         ));
         out.push_str(
-            "load  offered/s  produced/s  behind ms  lag start -> end  slope/s  dead letters  RSS MB  CPU %  sustained\n",
+            "load  offered/s  produced/s  behind ms  lag start -> end  slope/s  dead letters  RSS MB  CPU %  machine %  sustained\n",
         );
         for s in &self.steps {
             out.push_str(&format!(
-                "{:>4}x {:>10.0} {:>11.0} {:>10} {:>9.0} -> {:<6.0} {:>8.1} {:>13} {:>7.1} {:>6.0}  {}\n",
+                "{:>4}x {:>10.0} {:>11.0} {:>10} {:>9.0} -> {:<6.0} {:>8.1} {:>13} {:>7.1} {:>6.0} {:>10.0}  {}\n",
                 s.load_factor,
                 s.offered_per_s,
                 s.produced_per_s,
@@ -761,6 +795,7 @@ impl BenchReport {
                 s.dead_letters,
                 s.peak_rss_kb as f64 / 1024.0,
                 s.cpu_percent,
+                s.machine_cpu_percent,
                 if s.sustained { "yes" } else { "no" }
             ));
         }
@@ -807,6 +842,19 @@ mod tests {
                     pipeline_records_in_total{topic=\"parking\",partition=\"1\"} 99\n";
         assert_eq!(lag_of(text), Some(42));
         assert_eq!(lag_of("pipeline_records_in_total 3\n"), None);
+    }
+
+    // Proves the machine's busy ticks leave out idle and iowait, and the busy share over two
+    // readings is in percent of one core (2 cores both busy half the time: 100 %).
+    #[test]
+    fn machine_cpu_from_proc_stat() {
+        let line = "cpu  100 5 50 800 40 3 2 0 0 0";
+        assert_eq!(parse_cpu_line(line), Some((160, 1000)));
+        assert_eq!(parse_cpu_line("intr 1 2 3"), None);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let p = busy_percent(Some((0, 0)), Some((500, 1000)));
+        assert!((p - 50.0 * cores).abs() < 1e-9, "{p}");
+        assert_eq!(busy_percent(None, Some((1, 2))), 0.0);
     }
 
     // Proves the slope is the least-squares one: a lag growing 5 records a second, with noise
