@@ -411,33 +411,20 @@ fn scrape(addr: &str) -> Option<String> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_owned())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    // `HTTP/1.x 200 OK`: the status is the second word of the first line.
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_owned())
 }
 
-/// The job's lag over every partition, once it knows every partition's end.
-fn lag_of(metrics: &str) -> Option<u64> {
-    let mut total = 0.0;
-    let mut seen = false;
-    for line in metrics.lines() {
-        if let Some(rest) = line.strip_prefix("pipeline_consumer_lag_records{") {
-            let value = rest.rsplit_once(' ')?.1;
-            total += value.parse::<f64>().ok()?;
-            seen = true;
-        }
-    }
-    seen.then_some(total as u64)
-}
-
-/// The sum of a counter family over its labels (`<name>_total{...} value` lines).
-fn counter_of(metrics: &str, name: &str) -> u64 {
-    let prefix = format!("{name}_total");
-    metrics
+/// The sum of one metric family's samples over their labels (`name{...} value` or `name value`
+/// lines); `None` when the family has no sample (the lag, while no partition's end is known).
+fn family_sum(metrics: &str, name: &str) -> Option<u64> {
+    let values: Vec<f64> = metrics
         .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
 }
 
 /// The machine's (busy, total) CPU ticks over all cores, from the first line of `/proc/stat`.
@@ -640,7 +627,11 @@ fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result
             let t = watch.elapsed().as_secs_f64();
             if t >= next {
                 next += 1.0;
-                if let Some(l) = scrape(&job.metrics).as_deref().and_then(lag_of) {
+                let metrics = scrape(&job.metrics);
+                if let Some(l) = metrics
+                    .as_deref()
+                    .and_then(|m| family_sum(m, "pipeline_consumer_lag_records"))
+                {
                     lag.push((t, l));
                 }
                 if let Some((rss, cpu)) = usage(job.child.id()) {
@@ -663,8 +654,8 @@ fn load_step(addresses: &Addresses, options: &BenchOptions, load: u32) -> Result
     })?;
     let wall_s = watch.elapsed().as_secs_f64();
     let last = scrape(&job.metrics).unwrap_or_default();
-    let accepted = counter_of(&last, "pipeline_records_accepted");
-    let dead_letters = counter_of(&last, "pipeline_dead_letters");
+    let accepted = family_sum(&last, "pipeline_records_accepted_total").unwrap_or(0);
+    let dead_letters = family_sum(&last, "pipeline_dead_letters_total").unwrap_or(0);
     let from = options.warmup_s as f64 + 1.0;
     let to = total_s as f64 + 1.0;
     let window: Vec<(f64, f64)> = lag
@@ -834,14 +825,18 @@ impl BenchReport {
 mod tests {
     use super::*;
 
-    // Proves the lag is summed over the job's partitions, and absent until one is known.
+    // Proves a family is summed over its labels (the lag over the partitions), absent until it
+    // has a sample, and never taken for a family whose name it only begins.
     #[test]
     fn lag_sums_the_partitions() {
         let text = "# HELP x\npipeline_consumer_lag_records{topic=\"traffic-sensors\",partition=\"0\"} 12\n\
                     pipeline_consumer_lag_records{topic=\"parking\",partition=\"1\"} 30\n\
                     pipeline_records_in_total{topic=\"parking\",partition=\"1\"} 99\n";
-        assert_eq!(lag_of(text), Some(42));
-        assert_eq!(lag_of("pipeline_records_in_total 3\n"), None);
+        let lag = "pipeline_consumer_lag_records";
+        assert_eq!(family_sum(text, lag), Some(42));
+        assert_eq!(family_sum("pipeline_records_in_total 3\n", lag), None);
+        assert_eq!(family_sum(text, "pipeline_records_in_total"), Some(99));
+        assert_eq!(family_sum(text, "pipeline_records_in"), None);
     }
 
     // Proves the machine's busy ticks leave out idle and iowait, and the busy share over two
