@@ -147,6 +147,11 @@ struct StreamingArgs {
     /// Prefix of every Kafka topic name (for side-by-side test deployments).
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
+    /// Kilobytes of fetched records the Kafka consumer may hold ahead of the job
+    /// (librdkafka's `queued.max.messages.kbytes`): more drains a backlog faster, less bounds
+    /// memory tighter.
+    #[arg(long, env = "KAFKA_READ_AHEAD_KB", default_value_t = pipeline::source::kafka::DEFAULT_READ_AHEAD_KBYTES)]
+    kafka_read_ahead_kb: u32,
     /// MongoDB database.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "smart_city")]
     mongodb_database: String,
@@ -349,6 +354,7 @@ fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
     config.checkpoint_dir = args.checkpoint_dir;
     config.kafka.group_id = args.group_id;
     config.kafka.topic_prefix = args.topic_prefix;
+    config.kafka.read_ahead_kbytes = args.kafka_read_ahead_kb;
     config.mongo.database = args.mongodb_database;
     config.postgres.schema = args.postgres_schema;
     config.max_records = args.max_records;

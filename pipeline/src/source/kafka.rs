@@ -46,7 +46,17 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     /// Partitions of a topic the pipeline has to create because it does not exist yet.
     pub partitions_if_created: i32,
+    /// librdkafka's read-ahead: kilobytes of fetched records its consumer queue may hold before
+    /// it stops fetching (`queued.max.messages.kbytes`).
+    pub read_ahead_kbytes: u32,
 }
+
+/// Default of [`KafkaConfig::read_ahead_kbytes`]: 16 MiB. Measured with `simulator bench
+/// --latency-s 0 --catch-up-hours 6` (285,355 records): 1 MiB drained 34-42 k records/s, 16 MiB
+/// 91-129 k (and 32 or 64 MiB no more), while the key-flood test's peak RSS stayed at 60-63 MB
+/// with either (the driver's own read-ahead, not librdkafka's, dominates it). At the thesis load
+/// the queue never fills.
+pub const DEFAULT_READ_AHEAD_KBYTES: u32 = 16 * 1024;
 
 impl KafkaConfig {
     /// The Kafka topic name of `topic` with the configured prefix.
@@ -202,11 +212,14 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             // Small fetch waits keep alert latency low at the thesis load.
             .set("fetch.wait.max.ms", "50")
-            // The driver holds what it reads ahead; librdkafka's own read-ahead stays small so
-            // memory stays bounded: its queue bound is per partition (default 64 MB), and one
-            // fetch may overshoot it by a partition's fetch size (default 1 MB), so 16
-            // partitions with the defaults could hold a gigabyte.
-            .set("queued.max.messages.kbytes", "1024")
+            // The driver holds what it reads ahead; librdkafka's own read-ahead is bounded too
+            // (its default is 64 MB), and one fetch may overshoot the bound by `fetch.max.bytes`.
+            // Too small a bound starves the consumer between fetches: 1 MiB halved a backlog's
+            // catch-up (see DEFAULT_READ_AHEAD_KBYTES).
+            .set(
+                "queued.max.messages.kbytes",
+                config.read_ahead_kbytes.max(1).to_string(),
+            )
             .set("fetch.max.bytes", "4194304")
             .create()
             .map_err(|e| backend(format!("cannot create a consumer: {e}")))?;
