@@ -51,12 +51,11 @@ pub struct KafkaConfig {
     pub read_ahead_kbytes: u32,
 }
 
-/// Default of [`KafkaConfig::read_ahead_kbytes`]: 16 MiB. Measured with `simulator bench
-/// --latency-s 0 --catch-up-hours 6` (285,355 records): 1 MiB drained 34-42 k records/s, 16 MiB
-/// 91-129 k (and 32 or 64 MiB no more), while the key-flood test's peak RSS stayed at 60-63 MB
-/// with either (the driver's own read-ahead, not librdkafka's, dominates it). At the thesis load
-/// the queue never fills.
-pub const DEFAULT_READ_AHEAD_KBYTES: u32 = 16 * 1024;
+/// Default of [`KafkaConfig::read_ahead_kbytes`]: 1 MiB, for memory. Throughput does not need
+/// more once the fetch backoff is short: `simulator bench --latency-s 0 --catch-up-hours 6`
+/// (285,355 records) drained 31-42 k records/s with 1 MiB and librdkafka's default 1 s
+/// `fetch.queue.backoff.ms`, 108-118 k with 1 MiB and 10 ms, and no more with 4 or 16 MiB.
+pub const DEFAULT_READ_AHEAD_KBYTES: u32 = 1024;
 
 impl KafkaConfig {
     /// The Kafka topic name of `topic` with the configured prefix.
@@ -213,14 +212,16 @@ impl KafkaSource {
             // Small fetch waits keep alert latency low at the thesis load.
             .set("fetch.wait.max.ms", "50")
             // The driver holds what it reads ahead; librdkafka's own read-ahead is bounded too
-            // (its default is 64 MB), and one fetch may overshoot the bound by `fetch.max.bytes`.
-            // Too small a bound starves the consumer between fetches: 1 MiB halved a backlog's
-            // catch-up (see DEFAULT_READ_AHEAD_KBYTES).
+            // (its default is 64 MB; one bound for the consumer queue of all partitions), and one
+            // fetch may overshoot it by `fetch.max.bytes`.
             .set(
                 "queued.max.messages.kbytes",
                 config.read_ahead_kbytes.max(1).to_string(),
             )
             .set("fetch.max.bytes", "4194304")
+            // When the read-ahead is full librdkafka postpones the next fetch by this much
+            // (default 1 s): with a small read-ahead that pause, not the job, set the pace.
+            .set("fetch.queue.backoff.ms", "10")
             .create()
             .map_err(|e| backend(format!("cannot create a consumer: {e}")))?;
         let consumer = Arc::new(consumer);
