@@ -110,7 +110,8 @@ const POW10: [f64; 23] = [
 
 /// A JSON number's text, checked against the grammar.
 struct Number<'a> {
-    text: &'a str,
+    /// The number's bytes: ASCII, as the grammar allows nothing else.
+    text: &'a [u8],
     negative: bool,
     /// All significant digits as an integer, if they fit in 19 digits.
     mantissa: Option<u64>,
@@ -119,6 +120,13 @@ struct Number<'a> {
     /// Has a fraction or an exponent.
     is_float: bool,
     has_exp: bool,
+}
+
+impl Number<'_> {
+    /// The number's text; the grammar let only ASCII through.
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.text).unwrap_or_default()
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -132,13 +140,21 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The text of `start..end`, which lies inside one string or number.
+    /// The text of `start..end`, which lies inside one string.
     #[inline]
     fn slice(&self, start: usize, end: usize) -> Result<&'a str> {
+        match self.s.and_then(|s| s.get(start..end)) {
+            Some(text) => Ok(text),
+            None => self.slice_checked(start, end),
+        }
+    }
+
+    /// [`Self::slice`] of input that is not UTF-8 as a whole: this string may still be.
+    #[cold]
+    #[inline(never)]
+    fn slice_checked(&self, start: usize, end: usize) -> Result<&'a str> {
         match self.s {
-            Some(s) => s
-                .get(start..end)
-                .map_or_else(|| malformed("invalid UTF-8", start), Ok),
+            Some(_) => malformed("invalid UTF-8", start),
             None => text(&self.b[start..end], start),
         }
     }
@@ -350,7 +366,7 @@ impl<'a> Parser<'a> {
         }
         self.i = j;
         Ok(Number {
-            text: self.slice(start, j)?,
+            text: &b[start..j],
             negative,
             mantissa: (digits <= 19).then_some(mantissa),
             frac_digits,
@@ -401,7 +417,7 @@ impl<'a> Parser<'a> {
             let v = m as f64 / POW10[n.frac_digits];
             return Ok(if n.negative { -v } else { v });
         }
-        match n.text.parse::<f64>() {
+        match n.as_str().parse::<f64>() {
             Ok(v) if v.is_finite() => Ok(v),
             _ => malformed("number out of range", self.i),
         }
@@ -415,12 +431,16 @@ impl<'a> Parser<'a> {
         }
         let n = self.number()?;
         // serde_json reads `-0` as the float -0.0 (to keep its sign), so it is no integer either.
-        if n.is_float || n.text == "-0" {
-            return wrong(field, "an integer", &format!("the number {}", n.text));
+        if n.is_float || n.text == b"-0" {
+            return wrong(field, "an integer", &format!("the number {}", n.as_str()));
         }
-        n.text
-            .parse::<i64>()
-            .or_else(|_| wrong(field, "an integer in range", n.text))
+        // An integer has no leading zeros, so one of more than 19 digits is out of range, and
+        // one of at most 19 is its mantissa exactly.
+        let value = n.mantissa.and_then(|m| match n.negative {
+            true => 0i64.checked_sub_unsigned(m),
+            false => i64::try_from(m).ok(),
+        });
+        value.map_or_else(|| wrong(field, "an integer in range", n.as_str()), Ok)
     }
 
     fn str(&mut self, field: &str) -> Result<Cow<'a, str>> {
@@ -1153,6 +1173,35 @@ mod tests {
             decode(topic, &[0xff, 0xfe]),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    // Proves integers are read from the digits already scanned exactly as serde_json reads
+    // them, at the edges of the i64 range and past them.
+    #[test]
+    fn integers_at_the_edges_of_i64() {
+        let (topic, good) = samples().remove(0);
+        for flow in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "9999999999999999999",
+            "18446744073709551616",
+            "-123456789012345678901",
+        ] {
+            let bad = good.replace(r#""vehicle_flow":17"#, &format!(r#""vehicle_flow":{flow}"#));
+            check(topic, bad.as_bytes()).unwrap();
+            let expected = flow.parse::<i64>().ok().filter(|_| flow != "-0");
+            let got = match decode(topic, bad.as_bytes()) {
+                Ok(Message::Traffic(m)) => Some(m.vehicle_flow),
+                _ => None,
+            };
+            assert_eq!(got, expected, "{flow}");
+        }
     }
 
     fn mutate(bytes: &[u8], op: u8, at: usize, len: usize, byte: u8) -> Vec<u8> {
