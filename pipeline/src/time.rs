@@ -243,11 +243,18 @@ fn write_date_time(ms: Millis, out: &mut [u8; 24]) -> usize {
 
 /// RFC 3339 in UTC: `2026-11-24T08:00:05Z`, or `…05.250Z` when there are milliseconds.
 pub fn format_rfc3339(ms: Millis) -> String {
+    let mut text = String::with_capacity(24);
+    push_rfc3339(&mut text, ms);
+    text
+}
+
+/// Appends [`format_rfc3339`]'s text to `out`, without a string of its own: row ids end with it.
+pub fn push_rfc3339(out: &mut String, ms: Millis) {
     let mut buf = [0u8; 24];
     let n = write_date_time(ms, &mut buf);
     buf[n] = b'Z';
-    // The buffer holds ASCII digits and separators only.
-    String::from_utf8_lossy(&buf[..=n]).into_owned()
+    // The buffer holds ASCII digits and separators only, so it is always UTF-8.
+    out.push_str(std::str::from_utf8(&buf[..=n]).unwrap_or_default());
 }
 
 /// A naive ISO date-time with no zone: `2026-11-24T08:00:05`.

@@ -157,7 +157,7 @@ pub(crate) fn row_id(query: Query, keys: &[&str], at: Millis) -> String {
         id.push_str(k);
     }
     id.push('|');
-    id.push_str(&time::format_rfc3339(at));
+    time::push_rfc3339(&mut id, at);
     id
 }
 
