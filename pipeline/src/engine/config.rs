@@ -29,11 +29,13 @@ impl WindowSpec {
     }
 
     /// Start of the earliest window that holds event time `t`.
+    #[inline]
     pub fn first_start(self, t: Millis) -> Millis {
         ((t - self.size_ms).div_euclid(self.slide_ms) + 1) * self.slide_ms
     }
 
     /// Start of the latest window that holds event time `t`.
+    #[inline]
     pub fn last_start(self, t: Millis) -> Millis {
         t.div_euclid(self.slide_ms) * self.slide_ms
     }

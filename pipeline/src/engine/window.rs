@@ -7,8 +7,9 @@
 //! ([`Aggregate::merge`]) when it is emitted; the slicing of Arroyo's sliding aggregating
 //! window. Sums are exact, so a merged row is the row the window would have added up itself.
 //!
-//! Panes are held in a `BTreeMap` ordered by start, and inside each pane a `BTreeMap` by key.
-//! Beside them, each open window keeps the set of keys it holds: what the window bounds count
+//! Panes are held in a `BTreeMap` ordered by start, and inside each pane a hash map by key: a
+//! record looks its slot up there, and nothing reads a pane's keys in their order (rows are
+//! emitted in the order of the windows' key sets). Beside them, each open window keeps the set of keys it holds: what the window bounds count
 //! (open windows, keys per window) and the order rows are emitted in, start then key, so
 //! iteration (and therefore emission) order is deterministic. Windows are final once the
 //! watermark passes their end; then their rows are emitted with `final = true` and the window
@@ -24,6 +25,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::WindowSpec;
@@ -81,7 +83,7 @@ pub struct Windowed<A> {
     /// Pane length, milliseconds: `gcd(size, slide)`.
     pane_ms: Millis,
     /// Pane start -> key -> the aggregate of the key's records in the pane.
-    panes: BTreeMap<Millis, BTreeMap<u64, Slot<A>>>,
+    panes: BTreeMap<Millis, FxHashMap<u64, Slot<A>>>,
     /// Open window start -> the keys the window holds.
     windows: BTreeMap<Millis, BTreeSet<u64>>,
     /// Every window ending at or before this is final.
