@@ -98,21 +98,41 @@ pub fn parse(text: &str) -> Result<Timestamp, TimeError> {
 }
 
 fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
-    if b.len() < 19 {
+    // The fixed 19 bytes `YYYY-MM-DDTHH:MM:SS` as one array pattern: one length check, no
+    // index checks. The date and time parts are checked byte by byte below.
+    let (
+        [
+            y0,
+            y1,
+            y2,
+            y3,
+            b'-',
+            mo0,
+            mo1,
+            b'-',
+            d0,
+            d1,
+            b'T' | b't' | b' ',
+            h0,
+            h1,
+            b':',
+            mi0,
+            mi1,
+            b':',
+            s0,
+            s1,
+        ],
+        rest,
+    ) = b.split_first_chunk::<19>()?
+    else {
         return None;
-    }
-    let year = digits(&b[0..4])? as i64;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
+    };
+    let year = i64::from(two_digits(*y0, *y1)? * 100 + two_digits(*y2, *y3)?);
+    let month = two_digits(*mo0, *mo1)?;
+    let day = two_digits(*d0, *d1)?;
+    let hour = two_digits(*h0, *h1)?;
+    let minute = two_digits(*mi0, *mi1)?;
+    let second = two_digits(*s0, *s1)?;
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -122,7 +142,7 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
     {
         return None;
     }
-    let mut rest = &b[19..];
+    let mut rest = rest;
     let mut millis = 0i64;
     if let Some((&b'.', frac)) = rest.split_first() {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -143,8 +163,8 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
         [] => Some(Timestamp::Naive(local)),
         [b'Z' | b'z'] => Some(Timestamp::Utc(local)),
         [sign @ (b'+' | b'-'), oh1, oh2, b':', om1, om2] => {
-            let oh = digits(&[*oh1, *oh2])?;
-            let om = digits(&[*om1, *om2])?;
+            let oh = two_digits(*oh1, *oh2)?;
+            let om = two_digits(*om1, *om2)?;
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -159,15 +179,11 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
     }
 }
 
-fn digits(b: &[u8]) -> Option<u32> {
-    let mut v = 0u32;
-    for &c in b {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u32::from(c - b'0');
-    }
-    Some(v)
+/// The number two ASCII digits spell.
+#[inline]
+fn two_digits(tens: u8, ones: u8) -> Option<u32> {
+    let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+    (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
 }
 
 fn is_leap(year: i64) -> bool {
