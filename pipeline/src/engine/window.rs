@@ -114,13 +114,16 @@ impl<A: Aggregate> Windowed<A> {
     /// Adds a record at event time `t` under `key` to all `size/slide` windows holding it,
     /// or to none of them (late or over a bound). The record updates one pane slot.
     pub fn add(&mut self, t: Millis, key: u64, input: &A::Input, limits: Limits) -> AddOutcome {
-        let first = self.spec.first_start(t);
+        let (first, last) = self.spec.starts(t);
         if first + self.spec.size_ms <= self.closed_until {
             return AddOutcome::Late {
                 window_end: first + self.spec.size_ms,
             };
         }
-        let pane = t.div_euclid(self.pane_ms) * self.pane_ms;
+        // Panes are one slide long (the slide divides the size): `t`'s pane starts with the
+        // latest window holding it.
+        debug_assert_eq!(self.pane_ms, self.spec.slide_ms);
+        let pane = last;
         // The common case: the key already has a slot in the pane, so every window holding the
         // record is open and holds the key (module invariant), and no bound can be hit.
         if let Some(slot) = self
@@ -200,6 +203,16 @@ impl<A: Aggregate> Windowed<A> {
             return;
         }
         self.closed_until = watermark;
+        // Nothing closes before the earliest open window ends, which most records' watermarks
+        // do not reach.
+        let size = self.spec.size_ms;
+        if self
+            .windows
+            .first_key_value()
+            .is_none_or(|(&start, _)| start + size > watermark)
+        {
+            return;
+        }
         let mut closed = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
@@ -290,6 +303,20 @@ mod tests {
         let mut out = Vec::new();
         w.advance(watermark, |s, e, k, a| out.push((s, e, k, a.0)));
         out
+    }
+
+    proptest! {
+        // Proves `WindowSpec::starts` (one division) gives `first_start` and `last_start` for
+        // any event time, negative ones included, and any valid window.
+        #[test]
+        fn starts_agree_with_first_and_last_start(
+            t in -1_000_000_000_000i64..1_000_000_000_000,
+            slide in 1i64..100_000,
+            per_window in 1i64..10,
+        ) {
+            let spec = WindowSpec { size_ms: slide * per_window, slide_ms: slide };
+            prop_assert_eq!(spec.starts(t), (spec.first_start(t), spec.last_start(t)));
+        }
     }
 
     // Proves a record lands in exactly size/slide windows, on the right boundaries: t = 65 with
