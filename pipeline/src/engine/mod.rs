@@ -604,7 +604,17 @@ impl Engine {
 
     /// The id of `name`, interned if new; dead-letters the record when the interner is full.
     /// A name interned for a record that is then refused is freed by [`Self::unused`].
+    #[inline]
     fn intern(&mut self, rec: &RawRecord<'_>, name: &str, out: &mut Output) -> Option<u32> {
+        // A city's names are nearly all held already: one lookup.
+        match self.names.get(name) {
+            Some(id) => Some(id),
+            None => self.intern_new(rec, name, out),
+        }
+    }
+
+    /// [`Self::intern`] of a name not held: interned, counted, or the record dead-lettered.
+    fn intern_new(&mut self, rec: &RawRecord<'_>, name: &str, out: &mut Output) -> Option<u32> {
         let id = self.names.intern(name, self.config.max_interned_strings);
         match id {
             Some(_) => {
@@ -623,6 +633,7 @@ impl Engine {
     }
 
     /// Frees the names a record interned if no key or vehicle held by a window uses them.
+    #[inline]
     fn unused(&mut self, ids: &[u32]) {
         for &id in ids {
             self.names.free_if_unused(id);
@@ -631,17 +642,26 @@ impl Engine {
 
     /// Whether a record of `key` may enter query `q`: its key is held already or there is room
     /// for one more. Dead-letters the record (as a whole, before it is accepted) if not.
+    #[inline]
     fn admit_key(&mut self, q: Query, key: u64, rec: &RawRecord<'_>, out: &mut Output) -> bool {
         let cap = self.config.max_keys_per_query;
         if self.keys[census_index(q)].admits(key, cap) {
             return true;
         }
+        self.refuse_key(q, rec, out);
+        false
+    }
+
+    /// Dead-letters a record whose key [`Self::admit_key`] refused.
+    #[cold]
+    #[inline(never)]
+    fn refuse_key(&mut self, q: Query, rec: &RawRecord<'_>, out: &mut Output) {
+        let cap = self.config.max_keys_per_query;
         let detail = format!(
             "{q}: max_keys_per_query = {cap} reached; a new key is taken once older keys \
              leave the query's windows"
         );
         self.dead_letter(rec, DeadLetterReason::StateLimit, detail, out);
-        false
     }
 
     /// Records that query `q`'s windows hold `key` (with `names`) for a record at `t`, and the
@@ -715,6 +735,7 @@ impl Engine {
 
     /// Duplicate detection for a record of `device`; dead-letters it (and says so) when it is a
     /// duplicate or a new device over `max_devices_per_topic`.
+    #[inline]
     fn is_new(
         &mut self,
         topic: Topic,
@@ -723,8 +744,30 @@ impl Engine {
         rec: &RawRecord<'_>,
         out: &mut Output,
     ) -> bool {
-        let (reason, detail) = match self.seen(topic, device, t) {
-            Seen::New => return true,
+        match self.seen(topic, device, t) {
+            Seen::New => true,
+            seen => {
+                self.not_new(seen, topic, device, t, rec, out);
+                false
+            }
+        }
+    }
+
+    /// Dead-letters a record [`Self::is_new`] found a duplicate or over the device bound.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // The record and what was found, as is_new has them.
+    fn not_new(
+        &mut self,
+        seen: Seen,
+        topic: Topic,
+        device: &str,
+        t: Millis,
+        rec: &RawRecord<'_>,
+        out: &mut Output,
+    ) {
+        let (reason, detail) = match seen {
+            Seen::New => return,
             Seen::Duplicate => (
                 DeadLetterReason::Duplicate,
                 format!("{device} at {} was already received", format_rfc3339(t)),
@@ -739,7 +782,6 @@ impl Engine {
             ),
         };
         self.dead_letter(rec, reason, detail, out);
-        false
     }
 
     /// How far behind the highest event time a duplicate is still detected: the watermark delay
@@ -755,6 +797,7 @@ impl Engine {
         c.watermark_delay_ms + longest
     }
 
+    #[inline]
     fn accept(&mut self, topic: Topic, t: Millis, rec: &RawRecord<'_>, out: &mut Output) {
         self.counters.accepted[topic_index(topic)] += 1;
         if self.config.archive_raw {
@@ -768,8 +811,29 @@ impl Engine {
     }
 
     /// Records what happened to a record offered to a windowed query.
+    #[inline]
     #[allow(clippy::too_many_arguments)] // One call site per query; a struct would only rename them.
     fn outcome(
+        &mut self,
+        query: Query,
+        outcome: AddOutcome,
+        rec: &RawRecord<'_>,
+        key: &str,
+        t: Millis,
+        out: &mut Output,
+    ) {
+        match outcome {
+            AddOutcome::Aggregated => self.counters.query(query).aggregated += 1,
+            refused => self.not_aggregated(query, refused, rec, key, t, out),
+        }
+    }
+
+    /// [`Self::outcome`] of a record late for the query or over one of its bounds: a late row
+    /// or a dead letter, out of line.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // One call site per query; a struct would only rename them.
+    fn not_aggregated(
         &mut self,
         query: Query,
         outcome: AddOutcome,
