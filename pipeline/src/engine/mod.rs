@@ -38,14 +38,14 @@ use crate::model::{
     DataQuality, Incident, Message, ParkingReading, Severity, Topic, TrafficReading,
     TransportReading,
 };
-use crate::time::{Millis, format_rfc3339};
+use crate::time::{Millis, format_rfc3339, push_rfc3339};
 use census::{Census, NO_NAME};
 use intern::{Interner, pack, unpack};
 use queries::{
     IncidentAgg, MobilityAgg, ParkingAgg, ParkingInput, TrafficAgg, TrafficInput, TransportAgg,
     TransportInput, mean,
 };
-use rows::row_id;
+use rows::{row_id, window_row_id};
 use window::{AddOutcome, Limits, Windowed};
 
 /// One record as it comes off Kafka (or a file, or the simulator's log).
@@ -347,6 +347,27 @@ struct Emit<'a> {
     max_vehicles: usize,
     rows: &'a mut Vec<Row>,
     counters: &'a mut Tally,
+    /// The window start of the last row, as its row id writes it.
+    start: StartText,
+}
+
+/// A window start as RFC 3339 text, kept for the next row: a window's rows are emitted one after
+/// another and share it, so it is written once a window rather than once a row.
+#[derive(Default)]
+struct StartText {
+    ms: Option<Millis>,
+    text: String,
+}
+
+impl StartText {
+    fn of(&mut self, ms: Millis) -> &str {
+        if self.ms != Some(ms) {
+            self.text.clear();
+            push_rfc3339(&mut self.text, ms);
+            self.ms = Some(ms);
+        }
+        &self.text
+    }
 }
 
 impl Emit<'_> {
@@ -365,7 +386,7 @@ impl Emit<'_> {
         let (zone, road) = (self.names.name(zone), self.names.name(road));
         let avg_speed = mean(a.speed_sum, a.count);
         let row = Row {
-            id: row_id(Query::TrafficAggregations, &[zone, road], s),
+            id: window_row_id(Query::TrafficAggregations, &[zone, road], self.start.of(s)),
             body: RowBody::TrafficAggregations(TrafficAggregation {
                 zone_id: zone.to_owned(),
                 road_id: road.to_owned(),
@@ -389,7 +410,7 @@ impl Emit<'_> {
         let occupancy = mean(a.occupancy_sum, a.count);
         let index = mobility_index(speed, occupancy);
         let row = Row {
-            id: row_id(Query::MobilityIndex, &["city"], s),
+            id: window_row_id(Query::MobilityIndex, &["city"], self.start.of(s)),
             body: RowBody::MobilityIndex(MobilityIndex {
                 window_start: s,
                 window_end: e,
@@ -413,7 +434,7 @@ impl Emit<'_> {
         }
         let avg_delay = mean(a.delay_sum, a.count);
         let row = Row {
-            id: row_id(Query::TransportMetrics, &[line], s),
+            id: window_row_id(Query::TransportMetrics, &[line], self.start.of(s)),
             body: RowBody::TransportMetrics(TransportMetric {
                 line_id: line.to_owned(),
                 window_start: s,
@@ -435,7 +456,11 @@ impl Emit<'_> {
         let zone = self.names.name(zone);
         let severity = Severity::ALL[sev as usize % Severity::ALL.len()];
         let row = Row {
-            id: row_id(Query::IncidentAggregations, &[zone, severity.name()], s),
+            id: window_row_id(
+                Query::IncidentAggregations,
+                &[zone, severity.name()],
+                self.start.of(s),
+            ),
             body: RowBody::IncidentAggregations(IncidentAggregation {
                 zone_id: zone.to_owned(),
                 severity: severity.name().to_owned(),
@@ -452,7 +477,7 @@ impl Emit<'_> {
     fn parking(&mut self, s: Millis, e: Millis, key: u64, a: &ParkingAgg, is_final: bool) {
         let zone = self.names.name(unpack(key).1);
         let row = Row {
-            id: row_id(Query::ParkingAggregations, &[zone], s),
+            id: window_row_id(Query::ParkingAggregations, &[zone], self.start.of(s)),
             body: RowBody::ParkingAggregations(ParkingAggregation {
                 zone_id: zone.to_owned(),
                 window_start: s,
@@ -902,6 +927,7 @@ impl Engine {
             max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut out.rows,
             counters: &mut self.counters,
+            start: StartText::default(),
         };
         match topic {
             Topic::Traffic => {
@@ -1296,6 +1322,7 @@ impl Engine {
             max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut out.rows,
             counters: &mut self.counters,
+            start: StartText::default(),
         };
         self.traffic
             .drain_dirty(|s, e, k, a| emit.traffic(s, e, k, a, false));
@@ -1333,6 +1360,7 @@ impl Engine {
             max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut out.rows,
             counters: &mut self.counters,
+            start: StartText::default(),
         };
         self.traffic
             .flush(|s, e, k, a| emit.traffic(s, e, k, a, true));
@@ -1359,6 +1387,7 @@ impl Engine {
             max_vehicles: self.config.max_vehicles_per_window,
             rows: &mut rows,
             counters: &mut scratch,
+            start: StartText::default(),
         };
         self.traffic
             .for_each_open(|s, e, k, a| emit.traffic(s, e, k, a, false));

@@ -198,7 +198,8 @@ impl<A: Aggregate> Windowed<A> {
     /// Moves the watermark: windows ending at or before it become final, are passed to `emit`
     /// (start, end, key, aggregate) in start-then-key order, and are freed, with the panes no
     /// open window covers any more.
-    pub fn advance(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
+    #[inline]
+    pub fn advance(&mut self, watermark: Millis, emit: impl FnMut(Millis, Millis, u64, &A)) {
         if watermark <= self.closed_until {
             return;
         }
@@ -213,6 +214,11 @@ impl<A: Aggregate> Windowed<A> {
         {
             return;
         }
+        self.close(watermark, emit);
+    }
+
+    /// [`Self::advance`] once the watermark has reached the earliest open window's end.
+    fn close(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         let mut closed = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
