@@ -204,16 +204,22 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The next byte that is not whitespace, which is not consumed.
     #[inline]
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
-            self.i += 1;
+    fn peek(&mut self) -> Option<u8> {
+        // Producers write no whitespace between tokens: the loop that skips it stays out of
+        // line, out of the many places a peek is inlined into.
+        match self.b.get(self.i) {
+            Some(b' ' | b'\n' | b'\r' | b'\t') => self.peek_after_whitespace(),
+            next => next.copied(),
         }
     }
 
-    #[inline]
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
+    #[inline(never)]
+    fn peek_after_whitespace(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
         self.b.get(self.i).copied()
     }
 
