@@ -124,13 +124,15 @@ impl<A: Aggregate> Windowed<A> {
         // latest window holding it.
         debug_assert_eq!(self.pane_ms, self.spec.slide_ms);
         let pane = last;
+        // Records arrive nearly in event-time order, so their pane is nearly always the latest:
+        // look there before searching.
+        let keys = match self.panes.last_entry() {
+            Some(latest) if *latest.key() == pane => Some(latest.into_mut()),
+            _ => self.panes.get_mut(&pane),
+        };
         // The common case: the key already has a slot in the pane, so every window holding the
         // record is open and holds the key (module invariant), and no bound can be hit.
-        if let Some(slot) = self
-            .panes
-            .get_mut(&pane)
-            .and_then(|keys| keys.get_mut(&key))
-        {
+        if let Some(slot) = keys.and_then(|keys| keys.get_mut(&key)) {
             slot.agg.add(input);
             slot.dirty = true;
             return AddOutcome::Aggregated;
