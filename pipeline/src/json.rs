@@ -210,8 +210,9 @@ impl<'a> Parser<'a> {
         // Producers write no whitespace between tokens: the loop that skips it stays out of
         // line, out of the many places a peek is inlined into.
         match self.b.get(self.i) {
-            Some(b' ' | b'\n' | b'\r' | b'\t') => self.peek_after_whitespace(),
-            next => next.copied(),
+            // Every whitespace byte is at most b' ', and so are only control characters.
+            Some(&c) if c > b' ' => Some(c),
+            _ => self.peek_after_whitespace(),
         }
     }
 
