@@ -367,12 +367,12 @@ impl<'a> Parser<'a> {
         if negative {
             j += 1;
         }
+        // Digit counts are taken from positions after each run, not counted digit by digit.
         let mut mantissa: u64 = 0;
-        let mut digits = 0usize;
+        let int_start = j;
         match b.get(j) {
             Some(b'0') => {
                 j += 1;
-                digits = 1;
                 if let Some(b'0'..=b'9') = b.get(j) {
                     return malformed("invalid number (leading zero)", j);
                 }
@@ -380,12 +380,12 @@ impl<'a> Parser<'a> {
             Some(b'1'..=b'9') => {
                 while let Some(c @ b'0'..=b'9') = b.get(j) {
                     mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
-                    digits += 1;
                     j += 1;
                 }
             }
             _ => return malformed("invalid number", j),
         }
+        let mut digits = j - int_start;
         let mut frac_digits = 0;
         let mut is_float = false;
         if b.get(j) == Some(&b'.') {
@@ -394,12 +394,13 @@ impl<'a> Parser<'a> {
             if !matches!(b.get(j), Some(b'0'..=b'9')) {
                 return malformed("invalid number", j);
             }
+            let frac_start = j;
             while let Some(c @ b'0'..=b'9') = b.get(j) {
                 mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
-                digits += 1;
-                frac_digits += 1;
                 j += 1;
             }
+            frac_digits = j - frac_start;
+            digits += frac_digits;
         }
         let mut has_exp = false;
         if let Some(b'e' | b'E') = b.get(j) {
