@@ -53,6 +53,9 @@ pub struct Slot<A> {
     pub dirty: bool,
 }
 
+/// One pane's slots, by key.
+type PaneSlots<A> = FxHashMap<u64, Slot<A>>;
+
 /// What happened to a record offered to a windowed query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddOutcome {
@@ -83,7 +86,7 @@ pub struct Windowed<A> {
     /// Pane length, milliseconds: `gcd(size, slide)`.
     pane_ms: Millis,
     /// Pane start -> key -> the aggregate of the key's records in the pane.
-    panes: BTreeMap<Millis, FxHashMap<u64, Slot<A>>>,
+    panes: BTreeMap<Millis, PaneSlots<A>>,
     /// Open window start -> the keys the window holds.
     windows: BTreeMap<Millis, BTreeSet<u64>>,
     /// Every window ending at or before this is final.
@@ -179,22 +182,13 @@ impl<A: Aggregate> Windowed<A> {
         AddOutcome::Aggregated
     }
 
-    /// The panes of the window starting at `start` that hold a slot for `key`, in time order.
-    fn slots(&self, start: Millis, key: u64) -> impl Iterator<Item = &Slot<A>> {
+    /// The slots of the panes the window starting at `start` covers, in time order: found once
+    /// a window, then looked up key by key, rather than searched again for every key.
+    fn window_panes(&self, start: Millis) -> Vec<&PaneSlots<A>> {
         self.panes
             .range(start..start + self.spec.size_ms)
-            .filter_map(move |(_, keys)| keys.get(&key))
-    }
-
-    /// The row of `key` in the window starting at `start`: its panes' slots merged (borrowed
-    /// when there is one, as in a tumbling window).
-    fn row(&self, start: Millis, key: u64) -> Option<Cow<'_, A>> {
-        let mut slots = self.slots(start, key);
-        let mut row = Cow::Borrowed(&slots.next()?.agg);
-        for slot in slots {
-            row.to_mut().merge(&slot.agg);
-        }
-        Some(row)
+            .map(|(_, slots)| slots)
+            .collect()
     }
 
     /// Moves the watermark: windows ending at or before it become final, are passed to `emit`
@@ -229,8 +223,10 @@ impl<A: Aggregate> Windowed<A> {
                 break;
             }
             closed = true;
-            for key in entry.remove() {
-                let row = self.row(start, key);
+            let keys = entry.remove();
+            let panes = self.window_panes(start);
+            for key in keys {
+                let row = row(&panes, key);
                 debug_assert!(row.is_some(), "window {start} holds key {key} in no pane");
                 if let Some(row) = row {
                     emit(start, end, key, &row);
@@ -259,9 +255,10 @@ impl<A: Aggregate> Windowed<A> {
     /// once, so a pane's one flag stands for each window covering it.
     pub fn drain_dirty(&mut self, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         for (&start, keys) in &self.windows {
+            let panes = self.window_panes(start);
             for &key in keys {
-                if self.slots(start, key).any(|slot| slot.dirty)
-                    && let Some(row) = self.row(start, key)
+                if slots(&panes, key).any(|slot| slot.dirty)
+                    && let Some(row) = row(&panes, key)
                 {
                     emit(start, start + self.spec.size_ms, key, &row);
                 }
@@ -275,13 +272,30 @@ impl<A: Aggregate> Windowed<A> {
     /// Passes every open window's rows to `emit` without changing anything (the console's view).
     pub fn for_each_open(&self, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         for (&start, keys) in &self.windows {
+            let panes = self.window_panes(start);
             for &key in keys {
-                if let Some(row) = self.row(start, key) {
+                if let Some(row) = row(&panes, key) {
                     emit(start, start + self.spec.size_ms, key, &row);
                 }
             }
         }
     }
+}
+
+/// The slots of `key` among a window's `panes` (from [`Windowed::window_panes`]), in time order.
+fn slots<'s, A>(panes: &[&'s PaneSlots<A>], key: u64) -> impl Iterator<Item = &'s Slot<A>> {
+    panes.iter().filter_map(move |slots| slots.get(&key))
+}
+
+/// The row of `key` in a window of `panes`: its slots merged (borrowed when there is one, as in
+/// a tumbling window).
+fn row<'s, A: Aggregate>(panes: &[&'s PaneSlots<A>], key: u64) -> Option<Cow<'s, A>> {
+    let mut slots = slots(panes, key);
+    let mut row = Cow::Borrowed(&slots.next()?.agg);
+    for slot in slots {
+        row.to_mut().merge(&slot.agg);
+    }
+    Some(row)
 }
 
 #[cfg(test)]
