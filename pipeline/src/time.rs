@@ -51,25 +51,11 @@ pub enum TimeError {
 impl Timestamp {
     /// The instant, for a naive time read in `zone`. An ambiguous local time (the repeated hour
     /// when clocks go back) takes the earlier instant, as most databases do.
+    #[inline]
     pub fn resolve(self, zone: chrono_tz::Tz) -> Result<Millis, TimeError> {
         match self {
             Timestamp::Utc(ms) => Ok(ms),
-            Timestamp::Naive(local) => {
-                if zone == chrono_tz::UTC {
-                    return Ok(local);
-                }
-                let naive = chrono::DateTime::from_timestamp_millis(local)
-                    .map(|dt| dt.naive_utc())
-                    .unwrap_or(NaiveDateTime::MIN);
-                match zone.from_local_datetime(&naive) {
-                    LocalResult::Single(dt) => Ok(dt.timestamp_millis()),
-                    LocalResult::Ambiguous(early, _) => Ok(early.timestamp_millis()),
-                    LocalResult::None => Err(TimeError::Nonexistent(
-                        format_naive(local),
-                        zone.name().to_owned(),
-                    )),
-                }
-            }
+            Timestamp::Naive(local) => resolve_naive(local, zone),
         }
     }
 
@@ -88,6 +74,25 @@ impl fmt::Display for Timestamp {
             Timestamp::Utc(ms) => f.write_str(&format_rfc3339(ms)),
             Timestamp::Naive(ms) => f.write_str(&format_naive(ms)),
         }
+    }
+}
+
+/// [`Timestamp::resolve`] of a naive time: out of line, as producers here write UTC.
+#[inline(never)]
+fn resolve_naive(local: Millis, zone: chrono_tz::Tz) -> Result<Millis, TimeError> {
+    if zone == chrono_tz::UTC {
+        return Ok(local);
+    }
+    let naive = chrono::DateTime::from_timestamp_millis(local)
+        .map(|dt| dt.naive_utc())
+        .unwrap_or(NaiveDateTime::MIN);
+    match zone.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => Ok(dt.timestamp_millis()),
+        LocalResult::Ambiguous(early, _) => Ok(early.timestamp_millis()),
+        LocalResult::None => Err(TimeError::Nonexistent(
+            format_naive(local),
+            zone.name().to_owned(),
+        )),
     }
 }
 
