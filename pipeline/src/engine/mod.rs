@@ -920,6 +920,7 @@ impl Engine {
 
     /// Emits and frees the windows of `topic`'s queries that the watermark of a highest event
     /// time `t` made final.
+    #[inline]
     fn close_windows(&mut self, topic: Topic, t: Millis, out: &mut Output) {
         let w = t.saturating_sub(self.config.watermark_delay_ms);
         let mut emit = Emit {
@@ -1283,7 +1284,18 @@ impl Engine {
 
     /// Processing time moved to `now_ms`: runs the update-mode trigger when it is due (every
     /// `trigger_interval_ms`, on multiples of it) and flags a console refresh when that is due.
+    #[inline]
     pub fn tick(&mut self, now_ms: Millis, out: &mut Output) {
+        // Called with every record: when nothing is due, two comparisons.
+        let before = |due: Option<Millis>| due.is_some_and(|due| now_ms < due);
+        if before(self.next_trigger_ms) && before(self.next_console_ms) {
+            return;
+        }
+        self.tick_due(now_ms, out);
+    }
+
+    /// [`Self::tick`] when the trigger or the console refresh is due (or not yet scheduled).
+    fn tick_due(&mut self, now_ms: Millis, out: &mut Output) {
         // Saturating: a shell that derives processing time from record timestamps (the replay
         // does) may hand over any value.
         let next = |now: Millis, every: Millis| {
