@@ -515,6 +515,16 @@ impl<'a> Parser<'a> {
             }
             None => return malformed("end of input, expected a value", self.i),
         }
+        // A date-time is ASCII without escapes: read straight from the bytes between the quotes.
+        // Anything else (escapes, bad text) goes the way of any string, for the same errors.
+        let start = self.i + 1;
+        let end = find_special(self.b, start);
+        if self.b.get(end) == Some(&b'"')
+            && let Some(timestamp) = self.b.get(start..end).and_then(time::parse_bytes)
+        {
+            self.i = end + 1;
+            return Ok(timestamp);
+        }
         let text = self.string()?;
         time::parse(&text).map_err(|e| invalid_timestamp(e.to_string()))
     }

@@ -102,7 +102,8 @@ pub fn parse(text: &str) -> Result<Timestamp, TimeError> {
     parse_bytes(text.as_bytes()).ok_or_else(|| TimeError::Syntax(text.to_owned()))
 }
 
-fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
+/// [`parse`] of bytes; `None` for anything but the accepted forms, which are ASCII.
+pub(crate) fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
     // The fixed 19 bytes `YYYY-MM-DDTHH:MM:SS` as one array pattern: one length check, no
     // index checks. The date and time parts are checked byte by byte below.
     let (
