@@ -530,6 +530,12 @@ impl<'a> Parser<'a> {
     }
 
     fn enumeration<T: Copy>(&mut self, field: &str, variants: &[(&str, T)]) -> Result<T> {
+        // The common form, a plain string naming a variant, matched as raw bytes.
+        if self.peek() == Some(b'"')
+            && let Some(&(_, value)) = variants.iter().find(|(name, _)| self.raw_string_is(name))
+        {
+            return Ok(value);
+        }
         // serde reads a unit enum from a string, or from a one-key object `{"variant": null}`;
         // anything else is a syntax error to it, without looking at the value.
         let tagged = match self.peek() {
@@ -704,7 +710,7 @@ impl<'a> Parser<'a> {
             // Producers write the fields in declaration order: try the expected name as raw
             // bytes first, and only read and look up the key when it is not that one.
             let index = match fields.get(expected) {
-                Some(name) if self.raw_key_is(name) => Some(expected),
+                Some(name) if self.raw_string_is(name) => Some(expected),
                 _ => {
                     let key = self.string()?;
                     fields.iter().position(|f| *f == key)
@@ -728,7 +734,7 @@ impl<'a> Parser<'a> {
 
     /// Whether the string at the current `"` is exactly `name` with no escapes; if so, skips it.
     #[inline]
-    fn raw_key_is(&mut self, name: &str) -> bool {
+    fn raw_string_is(&mut self, name: &str) -> bool {
         let n = name.len();
         let at = self.i + 1;
         if self.b.get(at..at + n) == Some(name.as_bytes()) && self.b.get(at + n) == Some(&b'"') {
