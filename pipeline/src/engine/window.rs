@@ -196,25 +196,29 @@ impl<A: Aggregate> Windowed<A> {
     /// open window covers any more.
     #[inline]
     pub fn advance(&mut self, watermark: Millis, emit: impl FnMut(Millis, Millis, u64, &A)) {
-        if watermark <= self.closed_until {
-            return;
+        if self.move_watermark(watermark) {
+            self.close(watermark, emit);
         }
-        self.closed_until = watermark;
-        // Nothing closes before the earliest open window ends, which most records' watermarks
-        // do not reach.
-        let size = self.spec.size_ms;
-        if self
-            .windows
-            .first_key_value()
-            .is_none_or(|(&start, _)| start + size > watermark)
-        {
-            return;
-        }
-        self.close(watermark, emit);
     }
 
-    /// [`Self::advance`] once the watermark has reached the earliest open window's end.
-    fn close(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
+    /// The first half of [`Self::advance`]: moves the watermark, and says whether it reached
+    /// the end of an open window, which [`Self::close`] with the same watermark then emits.
+    /// Most records' watermarks reach none.
+    #[inline]
+    pub fn move_watermark(&mut self, watermark: Millis) -> bool {
+        if watermark <= self.closed_until {
+            return false;
+        }
+        self.closed_until = watermark;
+        let size = self.spec.size_ms;
+        self.windows
+            .first_key_value()
+            .is_some_and(|(&start, _)| start + size <= watermark)
+    }
+
+    /// The second half of [`Self::advance`], once [`Self::move_watermark`] said a window ends
+    /// at or before `watermark`.
+    pub fn close(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         let mut closed = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
