@@ -629,7 +629,9 @@ impl Engine {
 
     /// The id of `name`, interned if new; dead-letters the record when the interner is full.
     /// A name interned for a record that is then refused is freed by [`Self::unused`].
-    #[inline]
+    /// Always inlined: `#[inline]` left a call at each of its call sites (callgrind: 46
+    /// instructions a record).
+    #[inline(always)]
     fn intern(&mut self, rec: &RawRecord<'_>, name: &str, out: &mut Output) -> Option<u32> {
         // A city's names are nearly all held already: one lookup.
         match self.names.get(name) {
