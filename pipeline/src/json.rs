@@ -243,18 +243,27 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A string starting at the current `"`.
+    /// A string starting at the current `"`. Always inlined, as it is short: a string without
+    /// escapes (nearly every one) is a slice of the input; the rest is out of line.
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>> {
         let start = self.i + 1;
-        let mut j = find_special(self.b, start);
+        let end = find_special(self.b, start);
+        if self.b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            return Ok(Cow::Borrowed(self.slice(start, end)?));
+        }
+        self.escaped_string(start, end)
+    }
+
+    /// [`Self::string`] from the first byte at `j` that is not plain text: an escape, or an
+    /// error.
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, mut j: usize) -> Result<Cow<'a, str>> {
         match self.b.get(j) {
             None => return malformed("end of input inside a string", j),
-            Some(b'"') => {
-                self.i = j + 1;
-                return Ok(Cow::Borrowed(self.slice(start, j)?));
-            }
-            Some(b'\\') => {}
-            Some(_) => return malformed("control character in a string", j),
+            Some(c) if *c < 0x20 => return malformed("control character in a string", j),
+            Some(_) => {}
         }
         let mut out = String::with_capacity(j - start + 16);
         out.push_str(self.slice(start, j)?);
