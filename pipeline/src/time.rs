@@ -51,25 +51,11 @@ pub enum TimeError {
 impl Timestamp {
     /// The instant, for a naive time read in `zone`. An ambiguous local time (the repeated hour
     /// when clocks go back) takes the earlier instant, as most databases do.
+    #[inline]
     pub fn resolve(self, zone: chrono_tz::Tz) -> Result<Millis, TimeError> {
         match self {
             Timestamp::Utc(ms) => Ok(ms),
-            Timestamp::Naive(local) => {
-                if zone == chrono_tz::UTC {
-                    return Ok(local);
-                }
-                let naive = chrono::DateTime::from_timestamp_millis(local)
-                    .map(|dt| dt.naive_utc())
-                    .unwrap_or(NaiveDateTime::MIN);
-                match zone.from_local_datetime(&naive) {
-                    LocalResult::Single(dt) => Ok(dt.timestamp_millis()),
-                    LocalResult::Ambiguous(early, _) => Ok(early.timestamp_millis()),
-                    LocalResult::None => Err(TimeError::Nonexistent(
-                        format_naive(local),
-                        zone.name().to_owned(),
-                    )),
-                }
-            }
+            Timestamp::Naive(local) => resolve_naive(local, zone),
         }
     }
 
@@ -91,28 +77,68 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// [`Timestamp::resolve`] of a naive time: out of line, as producers here write UTC.
+#[inline(never)]
+fn resolve_naive(local: Millis, zone: chrono_tz::Tz) -> Result<Millis, TimeError> {
+    if zone == chrono_tz::UTC {
+        return Ok(local);
+    }
+    let naive = chrono::DateTime::from_timestamp_millis(local)
+        .map(|dt| dt.naive_utc())
+        .unwrap_or(NaiveDateTime::MIN);
+    match zone.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => Ok(dt.timestamp_millis()),
+        LocalResult::Ambiguous(early, _) => Ok(early.timestamp_millis()),
+        LocalResult::None => Err(TimeError::Nonexistent(
+            format_naive(local),
+            zone.name().to_owned(),
+        )),
+    }
+}
+
 /// Parses RFC 3339 (`Z` or `±HH:MM`, fraction optional) or a naive ISO date-time (`T` or space
 /// between date and time, fraction optional, no zone).
 pub fn parse(text: &str) -> Result<Timestamp, TimeError> {
     parse_bytes(text.as_bytes()).ok_or_else(|| TimeError::Syntax(text.to_owned()))
 }
 
-fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
-    if b.len() < 19 {
+/// [`parse`] of bytes; `None` for anything but the accepted forms, which are ASCII.
+pub(crate) fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
+    // The fixed 19 bytes `YYYY-MM-DDTHH:MM:SS` as one array pattern: one length check, no
+    // index checks. The date and time parts are checked byte by byte below.
+    let (
+        [
+            y0,
+            y1,
+            y2,
+            y3,
+            b'-',
+            mo0,
+            mo1,
+            b'-',
+            d0,
+            d1,
+            b'T' | b't' | b' ',
+            h0,
+            h1,
+            b':',
+            mi0,
+            mi1,
+            b':',
+            s0,
+            s1,
+        ],
+        rest,
+    ) = b.split_first_chunk::<19>()?
+    else {
         return None;
-    }
-    let year = digits(&b[0..4])? as i64;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
+    };
+    let year = i64::from(two_digits(*y0, *y1)? * 100 + two_digits(*y2, *y3)?);
+    let month = two_digits(*mo0, *mo1)?;
+    let day = two_digits(*d0, *d1)?;
+    let hour = two_digits(*h0, *h1)?;
+    let minute = two_digits(*mi0, *mi1)?;
+    let second = two_digits(*s0, *s1)?;
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -122,7 +148,7 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
     {
         return None;
     }
-    let mut rest = &b[19..];
+    let mut rest = rest;
     let mut millis = 0i64;
     if let Some((&b'.', frac)) = rest.split_first() {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -143,8 +169,8 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
         [] => Some(Timestamp::Naive(local)),
         [b'Z' | b'z'] => Some(Timestamp::Utc(local)),
         [sign @ (b'+' | b'-'), oh1, oh2, b':', om1, om2] => {
-            let oh = digits(&[*oh1, *oh2])?;
-            let om = digits(&[*om1, *om2])?;
+            let oh = two_digits(*oh1, *oh2)?;
+            let om = two_digits(*om1, *om2)?;
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -159,15 +185,11 @@ fn parse_bytes(b: &[u8]) -> Option<Timestamp> {
     }
 }
 
-fn digits(b: &[u8]) -> Option<u32> {
-    let mut v = 0u32;
-    for &c in b {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u32::from(c - b'0');
-    }
-    Some(v)
+/// The number two ASCII digits spell.
+#[inline]
+fn two_digits(tens: u8, ones: u8) -> Option<u32> {
+    let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+    (tens < 10 && ones < 10).then(|| u32::from(tens) * 10 + u32::from(ones))
 }
 
 fn is_leap(year: i64) -> bool {
@@ -243,11 +265,18 @@ fn write_date_time(ms: Millis, out: &mut [u8; 24]) -> usize {
 
 /// RFC 3339 in UTC: `2026-11-24T08:00:05Z`, or `…05.250Z` when there are milliseconds.
 pub fn format_rfc3339(ms: Millis) -> String {
+    let mut text = String::with_capacity(24);
+    push_rfc3339(&mut text, ms);
+    text
+}
+
+/// Appends [`format_rfc3339`]'s text to `out`, without a string of its own: row ids end with it.
+pub fn push_rfc3339(out: &mut String, ms: Millis) {
     let mut buf = [0u8; 24];
     let n = write_date_time(ms, &mut buf);
     buf[n] = b'Z';
-    // The buffer holds ASCII digits and separators only.
-    String::from_utf8_lossy(&buf[..=n]).into_owned()
+    // The buffer holds ASCII digits and separators only, so it is always UTF-8.
+    out.push_str(std::str::from_utf8(&buf[..=n]).unwrap_or_default());
 }
 
 /// A naive ISO date-time with no zone: `2026-11-24T08:00:05`.

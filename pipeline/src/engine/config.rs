@@ -29,11 +29,22 @@ impl WindowSpec {
     }
 
     /// Start of the earliest window that holds event time `t`.
+    #[inline]
     pub fn first_start(self, t: Millis) -> Millis {
         ((t - self.size_ms).div_euclid(self.slide_ms) + 1) * self.slide_ms
     }
 
+    /// Starts of the earliest and the latest windows that hold event time `t`
+    /// ([`Self::first_start`], [`Self::last_start`]) with one division: the slide divides the
+    /// size (validated), so the earliest is `size - slide` before the latest.
+    #[inline]
+    pub fn starts(self, t: Millis) -> (Millis, Millis) {
+        let last = self.last_start(t);
+        (last + self.slide_ms - self.size_ms, last)
+    }
+
     /// Start of the latest window that holds event time `t`.
+    #[inline]
     pub fn last_start(self, t: Millis) -> Millis {
         t.div_euclid(self.slide_ms) * self.slide_ms
     }

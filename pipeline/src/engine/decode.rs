@@ -45,7 +45,18 @@ pub(crate) fn check_size(value: &[u8], config: &EngineConfig) -> Result<(), Reje
 /// A string field longer than `max` bytes, or holding a NUL (which no id or name has, and
 /// which PostgreSQL cannot store in text), is refused. A string borrowed from the input had no
 /// escapes, so it cannot hold a control character: only `unescaped` copies are scanned.
+#[inline]
 fn check_string(field: &str, value: &str, unescaped: bool, max: usize) -> Result<(), Rejection> {
+    if value.len() <= max && !(unescaped && value.contains('\0')) {
+        return Ok(());
+    }
+    refuse_string(field, value, max)
+}
+
+/// Why [`check_string`] refused `value`: out of line, as no record of a healthy city gets here.
+#[cold]
+#[inline(never)]
+fn refuse_string(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
     if value.len() > max {
         return Err((
             DeadLetterReason::InputLimit,
@@ -55,13 +66,10 @@ fn check_string(field: &str, value: &str, unescaped: bool, max: usize) -> Result
             ),
         ));
     }
-    if unescaped && value.contains('\0') {
-        return Err((
-            DeadLetterReason::InputLimit,
-            format!("`{field}` holds a NUL character"),
-        ));
-    }
-    Ok(())
+    Err((
+        DeadLetterReason::InputLimit,
+        format!("`{field}` holds a NUL character"),
+    ))
 }
 
 /// Checks every string field of a message against [`check_string`].

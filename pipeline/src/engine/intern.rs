@@ -79,10 +79,16 @@ impl From<Interner> for Stored {
 }
 
 impl Interner {
+    /// The id of `name` if it is held.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
     /// The id of `name`, interning it if new (unreferenced until [`Self::retain`]); `None` when
     /// `cap` strings are already held.
     pub fn intern(&mut self, name: &str, cap: usize) -> Option<u32> {
-        if let Some(&id) = self.index.get(name) {
+        if let Some(id) = self.get(name) {
             return Some(id);
         }
         if self.len() >= cap {
@@ -129,12 +135,16 @@ impl Interner {
     }
 
     /// Frees `id` if nothing uses it: a name interned for a record that was then refused.
+    #[inline]
     pub fn free_if_unused(&mut self, id: u32) {
-        let i = id as usize;
-        if self.refs.get(i) != Some(&0) {
-            return;
+        if self.refs.get(id as usize) == Some(&0) {
+            self.free(id);
         }
-        if let Some(name) = self.names.get_mut(i).and_then(Option::take) {
+    }
+
+    /// Frees `id`, which nothing uses.
+    fn free(&mut self, id: u32) {
+        if let Some(name) = self.names.get_mut(id as usize).and_then(Option::take) {
             self.index.remove(&name);
             self.free.insert(id);
         }

@@ -150,6 +150,20 @@ impl Row {
 
 /// Builds a row id from its parts.
 pub(crate) fn row_id(query: Query, keys: &[&str], at: Millis) -> String {
+    let mut id = row_id_keys(query, keys);
+    time::push_rfc3339(&mut id, at);
+    id
+}
+
+/// [`row_id`] of a window row, its start already written as RFC 3339 text.
+pub(crate) fn window_row_id(query: Query, keys: &[&str], start: &str) -> String {
+    let mut id = row_id_keys(query, keys);
+    id.push_str(start);
+    id
+}
+
+/// A row id up to its time: the query and the keys, each followed by `|`.
+fn row_id_keys(query: Query, keys: &[&str]) -> String {
     let mut id = String::with_capacity(64);
     id.push_str(query.name());
     for k in keys {
@@ -157,7 +171,6 @@ pub(crate) fn row_id(query: Query, keys: &[&str], at: Millis) -> String {
         id.push_str(k);
     }
     id.push('|');
-    id.push_str(&time::format_rfc3339(at));
     id
 }
 
@@ -541,7 +554,9 @@ impl Output {
             && self.archive.is_empty()
     }
 
-    /// Empties every list, keeping their allocations.
+    /// Empties every list, keeping their allocations. Inline: a shell clears after every
+    /// record, and the lists are nearly always empty.
+    #[inline]
     pub fn clear(&mut self) {
         self.rows.clear();
         self.dead_letters.clear();

@@ -7,8 +7,9 @@
 //! ([`Aggregate::merge`]) when it is emitted; the slicing of Arroyo's sliding aggregating
 //! window. Sums are exact, so a merged row is the row the window would have added up itself.
 //!
-//! Panes are held in a `BTreeMap` ordered by start, and inside each pane a `BTreeMap` by key.
-//! Beside them, each open window keeps the set of keys it holds: what the window bounds count
+//! Panes are held in a `BTreeMap` ordered by start, and inside each pane a hash map by key: a
+//! record looks its slot up there, and nothing reads a pane's keys in their order (rows are
+//! emitted in the order of the windows' key sets). Beside them, each open window keeps the set of keys it holds: what the window bounds count
 //! (open windows, keys per window) and the order rows are emitted in, start then key, so
 //! iteration (and therefore emission) order is deterministic. Windows are final once the
 //! watermark passes their end; then their rows are emitted with `final = true` and the window
@@ -24,6 +25,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::WindowSpec;
@@ -50,6 +52,9 @@ pub struct Slot<A> {
     /// Changed since the last trigger.
     pub dirty: bool,
 }
+
+/// One pane's slots, by key.
+type PaneSlots<A> = FxHashMap<u64, Slot<A>>;
 
 /// What happened to a record offered to a windowed query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +86,7 @@ pub struct Windowed<A> {
     /// Pane length, milliseconds: `gcd(size, slide)`.
     pane_ms: Millis,
     /// Pane start -> key -> the aggregate of the key's records in the pane.
-    panes: BTreeMap<Millis, BTreeMap<u64, Slot<A>>>,
+    panes: BTreeMap<Millis, PaneSlots<A>>,
     /// Open window start -> the keys the window holds.
     windows: BTreeMap<Millis, BTreeSet<u64>>,
     /// Every window ending at or before this is final.
@@ -112,20 +117,25 @@ impl<A: Aggregate> Windowed<A> {
     /// Adds a record at event time `t` under `key` to all `size/slide` windows holding it,
     /// or to none of them (late or over a bound). The record updates one pane slot.
     pub fn add(&mut self, t: Millis, key: u64, input: &A::Input, limits: Limits) -> AddOutcome {
-        let first = self.spec.first_start(t);
+        let (first, last) = self.spec.starts(t);
         if first + self.spec.size_ms <= self.closed_until {
             return AddOutcome::Late {
                 window_end: first + self.spec.size_ms,
             };
         }
-        let pane = t.div_euclid(self.pane_ms) * self.pane_ms;
+        // Panes are one slide long (the slide divides the size): `t`'s pane starts with the
+        // latest window holding it.
+        debug_assert_eq!(self.pane_ms, self.spec.slide_ms);
+        let pane = last;
+        // Records arrive nearly in event-time order, so their pane is nearly always the latest:
+        // look there before searching.
+        let keys = match self.panes.last_entry() {
+            Some(latest) if *latest.key() == pane => Some(latest.into_mut()),
+            _ => self.panes.get_mut(&pane),
+        };
         // The common case: the key already has a slot in the pane, so every window holding the
         // record is open and holds the key (module invariant), and no bound can be hit.
-        if let Some(slot) = self
-            .panes
-            .get_mut(&pane)
-            .and_then(|keys| keys.get_mut(&key))
-        {
+        if let Some(slot) = keys.and_then(|keys| keys.get_mut(&key)) {
             slot.agg.add(input);
             slot.dirty = true;
             return AddOutcome::Aggregated;
@@ -172,32 +182,43 @@ impl<A: Aggregate> Windowed<A> {
         AddOutcome::Aggregated
     }
 
-    /// The panes of the window starting at `start` that hold a slot for `key`, in time order.
-    fn slots(&self, start: Millis, key: u64) -> impl Iterator<Item = &Slot<A>> {
+    /// The slots of the panes the window starting at `start` covers, in time order: found once
+    /// a window, then looked up key by key, rather than searched again for every key.
+    fn window_panes(&self, start: Millis) -> Vec<&PaneSlots<A>> {
         self.panes
             .range(start..start + self.spec.size_ms)
-            .filter_map(move |(_, keys)| keys.get(&key))
-    }
-
-    /// The row of `key` in the window starting at `start`: its panes' slots merged (borrowed
-    /// when there is one, as in a tumbling window).
-    fn row(&self, start: Millis, key: u64) -> Option<Cow<'_, A>> {
-        let mut slots = self.slots(start, key);
-        let mut row = Cow::Borrowed(&slots.next()?.agg);
-        for slot in slots {
-            row.to_mut().merge(&slot.agg);
-        }
-        Some(row)
+            .map(|(_, slots)| slots)
+            .collect()
     }
 
     /// Moves the watermark: windows ending at or before it become final, are passed to `emit`
     /// (start, end, key, aggregate) in start-then-key order, and are freed, with the panes no
     /// open window covers any more.
-    pub fn advance(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
+    #[inline]
+    pub fn advance(&mut self, watermark: Millis, emit: impl FnMut(Millis, Millis, u64, &A)) {
+        if self.move_watermark(watermark) {
+            self.close(watermark, emit);
+        }
+    }
+
+    /// The first half of [`Self::advance`]: moves the watermark, and says whether it reached
+    /// the end of an open window, which [`Self::close`] with the same watermark then emits.
+    /// Most records' watermarks reach none.
+    #[inline]
+    pub fn move_watermark(&mut self, watermark: Millis) -> bool {
         if watermark <= self.closed_until {
-            return;
+            return false;
         }
         self.closed_until = watermark;
+        let size = self.spec.size_ms;
+        self.windows
+            .first_key_value()
+            .is_some_and(|(&start, _)| start + size <= watermark)
+    }
+
+    /// The second half of [`Self::advance`], once [`Self::move_watermark`] said a window ends
+    /// at or before `watermark`.
+    pub fn close(&mut self, watermark: Millis, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         let mut closed = false;
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
@@ -206,8 +227,10 @@ impl<A: Aggregate> Windowed<A> {
                 break;
             }
             closed = true;
-            for key in entry.remove() {
-                let row = self.row(start, key);
+            let keys = entry.remove();
+            let panes = self.window_panes(start);
+            for key in keys {
+                let row = row(&panes, key);
                 debug_assert!(row.is_some(), "window {start} holds key {key} in no pane");
                 if let Some(row) = row {
                     emit(start, end, key, &row);
@@ -236,9 +259,10 @@ impl<A: Aggregate> Windowed<A> {
     /// once, so a pane's one flag stands for each window covering it.
     pub fn drain_dirty(&mut self, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         for (&start, keys) in &self.windows {
+            let panes = self.window_panes(start);
             for &key in keys {
-                if self.slots(start, key).any(|slot| slot.dirty)
-                    && let Some(row) = self.row(start, key)
+                if slots(&panes, key).any(|slot| slot.dirty)
+                    && let Some(row) = row(&panes, key)
                 {
                     emit(start, start + self.spec.size_ms, key, &row);
                 }
@@ -252,13 +276,30 @@ impl<A: Aggregate> Windowed<A> {
     /// Passes every open window's rows to `emit` without changing anything (the console's view).
     pub fn for_each_open(&self, mut emit: impl FnMut(Millis, Millis, u64, &A)) {
         for (&start, keys) in &self.windows {
+            let panes = self.window_panes(start);
             for &key in keys {
-                if let Some(row) = self.row(start, key) {
+                if let Some(row) = row(&panes, key) {
                     emit(start, start + self.spec.size_ms, key, &row);
                 }
             }
         }
     }
+}
+
+/// The slots of `key` among a window's `panes` (from [`Windowed::window_panes`]), in time order.
+fn slots<'s, A>(panes: &[&'s PaneSlots<A>], key: u64) -> impl Iterator<Item = &'s Slot<A>> {
+    panes.iter().filter_map(move |slots| slots.get(&key))
+}
+
+/// The row of `key` in a window of `panes`: its slots merged (borrowed when there is one, as in
+/// a tumbling window).
+fn row<'s, A: Aggregate>(panes: &[&'s PaneSlots<A>], key: u64) -> Option<Cow<'s, A>> {
+    let mut slots = slots(panes, key);
+    let mut row = Cow::Borrowed(&slots.next()?.agg);
+    for slot in slots {
+        row.to_mut().merge(&slot.agg);
+    }
+    Some(row)
 }
 
 #[cfg(test)]
@@ -288,6 +329,20 @@ mod tests {
         let mut out = Vec::new();
         w.advance(watermark, |s, e, k, a| out.push((s, e, k, a.0)));
         out
+    }
+
+    proptest! {
+        // Proves `WindowSpec::starts` (one division) gives `first_start` and `last_start` for
+        // any event time, negative ones included, and any valid window.
+        #[test]
+        fn starts_agree_with_first_and_last_start(
+            t in -1_000_000_000_000i64..1_000_000_000_000,
+            slide in 1i64..100_000,
+            per_window in 1i64..10,
+        ) {
+            let spec = WindowSpec { size_ms: slide * per_window, slide_ms: slide };
+            prop_assert_eq!(spec.starts(t), (spec.first_start(t), spec.last_start(t)));
+        }
     }
 
     // Proves a record lands in exactly size/slide windows, on the right boundaries: t = 65 with
