@@ -335,6 +335,8 @@ pub struct Driver {
     config: DriverConfig,
     engine: Engine,
     sinks: Vec<SinkSpec>,
+    /// The sinks taking each lane's writes (indexed as [`Lane::ALL`]).
+    lane_sinks: [SinkSet; 3],
     parts: Vec<PartitionState>,
     /// Positions of the checkpoint restored, for partitions assigned later.
     restored: Option<BTreeMap<PartitionId, i64>>,
@@ -416,10 +418,12 @@ impl Driver {
             return Err(DriverError::TooManySinks(sinks.len()));
         }
         let n = sinks.len();
+        let lane_sinks = Lane::ALL.map(|lane| lane_sinks(&sinks, lane));
         Ok(Driver {
             config,
             engine,
             sinks,
+            lane_sinks,
             parts: Vec::new(),
             restored,
             buffered_total: 0,
@@ -933,8 +937,13 @@ impl Driver {
             .map(|s| s + c.flush_interval_ms as Millis));
         for lane in Lane::ALL {
             if let Some(f) = &self.lanes.get(lane).in_flight {
-                for r in f.retry_at.iter().flatten() {
-                    at(Some(*r));
+                // Only a sink still to acknowledge has a retry scheduled.
+                debug_assert!(
+                    (0..32).all(|s| f.retry_at[s].is_none() || f.pending.contains(s)),
+                    "a retry scheduled for a sink that acknowledged"
+                );
+                for s in f.pending.iter() {
+                    at(f.retry_at[s]);
                 }
             }
         }
@@ -1182,17 +1191,6 @@ impl Driver {
             .collect()
     }
 
-    fn lane_sinks(&self, lane: Lane) -> SinkSet {
-        let li = lane.index();
-        let mut set = SinkSet::default();
-        for (i, s) in self.sinks.iter().enumerate() {
-            if s.lanes[li] {
-                set.0 |= 1 << i;
-            }
-        }
-        set
-    }
-
     /// Sends each idle lane's next write, and retries that are due.
     fn pump_writes(&mut self) {
         for lane in Lane::ALL {
@@ -1200,7 +1198,7 @@ impl Driver {
             if self.lanes.get(lane).in_flight.is_some() {
                 continue;
             }
-            let sinks = self.lane_sinks(lane);
+            let sinks = self.lane_sinks[lane.index()];
             let max = self.config.write_max_items;
             let Some((piece, first, through)) = self.lanes.get_mut(lane).take(max) else {
                 continue;
@@ -1248,19 +1246,17 @@ impl Driver {
         let Some(f) = self.lanes.get_mut(lane).in_flight.as_mut() else {
             return;
         };
-        let mut retries = Vec::new();
         for s in f.pending.iter() {
             if f.retry_at[s].is_some_and(|t| t <= now) {
                 f.retry_at[s] = None;
                 f.attempts[s] += 1;
-                retries.push(Write {
+                self.actions.push_back(Action::Write(Write {
                     attempt: f.attempts[s],
                     sinks: SinkSet::one(s),
                     ..f.write.clone()
-                });
+                }));
             }
         }
-        self.actions.extend(retries.into_iter().map(Action::Write));
     }
 
     fn complete_if_done(&mut self, lane: Lane) {
@@ -1376,14 +1372,15 @@ impl Driver {
             self.release();
         }
         let limit = self.config.max_buffered_per_partition;
+        let mut bytes = 0;
         for p in &mut self.parts {
             if !p.buffer_full && p.buffered() >= limit {
                 p.buffer_full = true;
             } else if p.buffer_full && p.buffered() <= limit / 2 {
                 p.buffer_full = false;
             }
+            bytes += p.buffered_bytes();
         }
-        let bytes: usize = self.parts.iter().map(PartitionState::buffered_bytes).sum();
         self.stats.buffered_bytes_max = self.stats.buffered_bytes_max.max(bytes);
         let max = self.config.max_buffered_bytes;
         if !self.read_ahead_full && bytes >= max {
@@ -1532,6 +1529,17 @@ enum SinkNotice {
         retry_in_ms: u64,
         error: String,
     },
+}
+
+/// The sinks of `sinks` (at most 32) that take `lane`'s writes.
+fn lane_sinks(sinks: &[SinkSpec], lane: Lane) -> SinkSet {
+    let mut set = SinkSet::default();
+    for (i, s) in sinks.iter().enumerate() {
+        if s.lanes[lane.index()] {
+            set.0 |= 1 << i;
+        }
+    }
+    set
 }
 
 /// Feeds one record to the engine into the open cut, noting what latency accounting needs.
