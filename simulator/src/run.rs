@@ -325,6 +325,9 @@ struct Sim<'a> {
     last_visible: Vec<Millis>,
     /// What the driver was last told of each partition: (next offset, end).
     reported: Vec<(i64, i64)>,
+    /// Per partition: whether the driver still holds the end it was last told (a source error
+    /// makes it forget every partition's end until it is told again).
+    end_held: Vec<bool>,
     /// Something a poll could act on changed since the last one: records became visible, a
     /// partition resumed, the job (re)started. Without it a poll would find nothing to do.
     poll_due: bool,
@@ -393,6 +396,7 @@ impl<'a> Sim<'a> {
             visible_end: vec![0; n],
             last_visible: vec![Millis::MIN; n],
             reported: vec![(-1, -1); n],
+            end_held: vec![false; n],
             poll_due: true,
             progress_changed: (0..n).collect(),
             labels: Vec::new(),
@@ -749,6 +753,7 @@ impl<'a> Sim<'a> {
             {
                 self.last_source_error = Some(self.now);
                 d.handle_source_error(self.now, "all brokers down (simulated)");
+                self.end_held.fill(false);
             }
             return;
         }
@@ -815,10 +820,25 @@ impl<'a> Sim<'a> {
         let records: Vec<RawRecord<'_>> = (from..to)
             .filter_map(|o| self.log.record(topic, p, o))
             .collect();
+        // A driver that is not stopping takes the records, and with them their partition's new
+        // position (its next offset is the last one's plus one).
+        let takes = !driver.is_stopping();
         driver.handle_records(self.now, &records);
         drop(records);
         self.log.seek(topic, p, to);
-        self.progress_changed.push(i);
+        if takes && self.end_held[i] {
+            // Telling it where the partition stands would tell it nothing new: skip the call
+            // (its release and step would find nothing to do either, at the same instant).
+            self.reported[i] = (to, self.visible_end[i]);
+            debug_assert!(
+                driver.partition_status().iter().any(|s| s.id == (topic, p)
+                    && s.next_offset == Some(to)
+                    && s.end_offset == Some(self.visible_end[i])),
+                "the driver does not know where partition {i} stands"
+            );
+        } else {
+            self.progress_changed.push(i);
+        }
         self.add_work(watch);
     }
 
@@ -841,6 +861,7 @@ impl<'a> Sim<'a> {
             let now = (self.log.position(id.0, id.1), self.visible_end[i]);
             if self.reported[i] != now {
                 self.reported[i] = now;
+                self.end_held[i] = true;
                 let watch = Stopwatch::start();
                 if let Some(driver) = self.driver.as_mut() {
                     driver.handle_progress(self.now, id, Some(now.0), Some(now.1));
