@@ -18,7 +18,7 @@
 //! many of the calls.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -348,7 +348,8 @@ struct Sim<'a> {
     /// The latest durable checkpoint.
     checkpoint: Option<Arc<CheckpointData>>,
     last_commit: BTreeMap<PartitionId, i64>,
-    paused: BTreeSet<PartitionId>,
+    /// Per partition: whether the driver asked for it to be paused.
+    paused: Vec<bool>,
     rng: ChaCha8Rng,
     crashes: VecDeque<Millis>,
     restart_at: Option<Millis>,
@@ -416,7 +417,7 @@ impl<'a> Sim<'a> {
             ],
             checkpoint: None,
             last_commit: BTreeMap::new(),
-            paused: BTreeSet::new(),
+            paused: vec![false; n],
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0051_3D51),
             crashes: plan.crashes.iter().copied().collect(),
             restart_at: None,
@@ -781,15 +782,16 @@ impl<'a> Sim<'a> {
                 self.read_partition(self.id(i), i);
             } else {
                 // Reading one partition changes neither the pauses (carried out after the poll)
-                // nor another partition's position: one pass reads each readable partition once.
-                let mut read = false;
+                // nor another partition's position: one pass reads each readable partition once,
+                // and only a read cut short by `max_poll_records` leaves one for another pass.
+                let mut again = false;
                 for i in 0..n {
                     if self.readable(i) {
                         self.read_partition(self.id(i), i);
-                        read = true;
+                        again |= self.readable(i);
                     }
                 }
-                if !read {
+                if !again {
                     break;
                 }
             }
@@ -802,7 +804,7 @@ impl<'a> Sim<'a> {
     /// paused.
     fn readable(&self, i: usize) -> bool {
         let id = self.id(i);
-        self.log.position(id.0, id.1) < self.visible_end[i] && !self.paused.contains(&id)
+        !self.paused[i] && self.log.position(id.0, id.1) < self.visible_end[i]
     }
 
     fn read_partition(&mut self, (topic, p): PartitionId, i: usize) {
@@ -916,10 +918,16 @@ impl<'a> Sim<'a> {
                         },
                     );
                 }
-                Action::Pause(ps) => self.paused.extend(ps),
+                Action::Pause(ps) => {
+                    for (t, p) in ps {
+                        let i = self.index(t, p);
+                        self.paused[i] = true;
+                    }
+                }
                 Action::Resume(ps) => {
-                    for p in ps {
-                        self.paused.remove(&p);
+                    for (t, p) in ps {
+                        let i = self.index(t, p);
+                        self.paused[i] = false;
                     }
                     self.poll_due = true;
                     // Resumed partitions may have records to read at once.
@@ -1060,7 +1068,7 @@ impl<'a> Sim<'a> {
         self.absorb_stats(driver.stats());
         self.crash_count += 1;
         self.epoch += 1;
-        self.paused.clear();
+        self.paused.fill(false);
         self.costs.clear();
         let events = std::mem::take(&mut self.events).into_vec();
         for Reverse(e) in events {
