@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::{Future, ready};
 
-use crate::digest::OutputDigest;
+use crate::digest::{self, OutputDigest};
 use crate::engine::{DeadLetter, LateRecord, Output, Query, Row};
 use crate::model::Topic;
 
@@ -172,6 +172,11 @@ impl MemoryStore {
         }
         d
     }
+
+    /// The hex of [`MemoryStore::digest`], hashed straight from the stored rows.
+    pub fn digest_hex(&self) -> String {
+        digest::hex_of(self.rows())
+    }
 }
 
 /// Whether `offset` is above the mark stored for `key`; raises the mark if so.
@@ -240,6 +245,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0], &row("a", 2, true));
         assert_eq!(store.digest().len(), 2);
+        assert_eq!(store.digest_hex(), store.digest().hex());
     }
 
     // Proves a partial row landing after its window's final row (a timed-out write applied late)
