@@ -322,6 +322,8 @@ struct Sim<'a> {
     /// Per partition (topic-major): when each appended, not yet readable record becomes
     /// readable.
     invisible: Vec<VecDeque<Millis>>,
+    /// The earliest of those instants: when the next record becomes readable, if one waits.
+    next_reveal: Option<Millis>,
     /// Per partition: the offset below which the consumer can read.
     visible_end: Vec<i64>,
     last_visible: Vec<Millis>,
@@ -396,6 +398,7 @@ impl<'a> Sim<'a> {
             log: MemoryLog::new(ppt),
             ppt,
             invisible: vec![VecDeque::new(); n],
+            next_reveal: None,
             visible_end: vec![0; n],
             last_visible: vec![Millis::MIN; n],
             reported: vec![(-1, -1); n],
@@ -543,9 +546,7 @@ impl<'a> Sim<'a> {
             }
         };
         at(incoming.peek().map(|r| r.produce_time_ms));
-        for q in &self.invisible {
-            at(q.front().copied());
-        }
+        at(self.next_reveal);
         at(self.events.peek().map(|e| e.0.at));
         at(self.driver.as_ref().and_then(Driver::poll_timeout));
         at(self.crashes.front().copied());
@@ -634,6 +635,7 @@ impl<'a> Sim<'a> {
                 self.log
                     .append(r.topic, key, &bytes[r.value.clone()], r.produce_time_ms);
             self.invisible[i].push_back(visible);
+            self.next_reveal = Some(self.next_reveal.map_or(visible, |t| t.min(visible)));
             if let Some(kind) = r.fault {
                 self.labels.push((r.topic, p, offset, kind));
             }
@@ -642,6 +644,9 @@ impl<'a> Sim<'a> {
 
     fn reveal_due(&mut self) {
         let now = self.now;
+        if self.next_reveal.is_none_or(|t| t > now) {
+            return;
+        }
         for (i, q) in self.invisible.iter_mut().enumerate() {
             if q.front().is_some_and(|t| *t <= now) {
                 while q.front().is_some_and(|t| *t <= now) {
@@ -652,6 +657,11 @@ impl<'a> Sim<'a> {
                 self.progress_changed.push(i);
             }
         }
+        self.next_reveal = self
+            .invisible
+            .iter()
+            .filter_map(|q| q.front().copied())
+            .min();
     }
 
     fn deliver_due_events(&mut self) {
