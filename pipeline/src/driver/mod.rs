@@ -341,6 +341,8 @@ pub struct Driver {
     /// Positions of the checkpoint restored, for partitions assigned later.
     restored: Option<BTreeMap<PartitionId, i64>>,
     buffered_total: usize,
+    /// Key and value bytes of the records buffered, over every partition.
+    buffered_bytes_total: usize,
     now: Millis,
     accepting: bool,
     open: OpenCut,
@@ -427,6 +429,7 @@ impl Driver {
             parts: Vec::new(),
             restored,
             buffered_total: 0,
+            buffered_bytes_total: 0,
             now,
             accepting: true,
             open: OpenCut::default(),
@@ -610,7 +613,7 @@ impl Driver {
 
     /// Whether the driver wants the shell not to fetch this partition now.
     fn is_paused(&self, p: &PartitionState) -> bool {
-        self.backpressured || p.buffer_full || (self.read_ahead_full && p.buffered() > 0)
+        wants_paused(self.backpressured, self.read_ahead_full, p)
     }
 
     /// Whether any partition may be fetched now.
@@ -658,6 +661,7 @@ impl Driver {
         for id in partitions {
             if let Some(i) = self.part_index(*id) {
                 self.buffered_total -= self.parts[i].buffered();
+                self.buffered_bytes_total -= self.parts[i].buffered_bytes();
                 self.parts[i].clear();
                 self.parts.remove(i);
             }
@@ -1036,6 +1040,7 @@ impl Driver {
             } else {
                 self.parts[i].push(rec);
                 self.buffered_total += 1;
+                self.buffered_bytes_total += rec.key.len() + rec.value.len();
             }
         }
         self.stats.buffered_max = self.stats.buffered_max.max(self.buffered_total);
@@ -1078,6 +1083,7 @@ impl Driver {
             return;
         };
         let (offset, ts) = (rec.position.offset, rec.kafka_timestamp_ms);
+        let bytes = rec.key.len() + rec.value.len();
         ingest_into(&mut self.engine, &mut self.open, self.now, &rec);
         let p = &mut self.parts[i];
         p.pop();
@@ -1085,6 +1091,7 @@ impl Driver {
         #[cfg(test)]
         self.released_log.push((p.id, offset));
         self.buffered_total -= 1;
+        self.buffered_bytes_total -= bytes;
         self.stats.records_released += 1;
         self.records_since_snapshot += 1;
     }
@@ -1371,16 +1378,14 @@ impl Driver {
             });
             self.release();
         }
-        let limit = self.config.max_buffered_per_partition;
-        let mut bytes = 0;
-        for p in &mut self.parts {
-            if !p.buffer_full && p.buffered() >= limit {
-                p.buffer_full = true;
-            } else if p.buffer_full && p.buffered() <= limit / 2 {
-                p.buffer_full = false;
-            }
-            bytes += p.buffered_bytes();
-        }
+        let bytes = self.buffered_bytes_total;
+        debug_assert_eq!(
+            bytes,
+            self.parts
+                .iter()
+                .map(PartitionState::buffered_bytes)
+                .sum::<usize>()
+        );
         self.stats.buffered_bytes_max = self.stats.buffered_bytes_max.max(bytes);
         let max = self.config.max_buffered_bytes;
         if !self.read_ahead_full && bytes >= max {
@@ -1389,17 +1394,26 @@ impl Driver {
         } else if self.read_ahead_full && bytes <= max / 2 {
             self.read_ahead_full = false;
         }
-        // Pause and resume by what the source was last told: whether a partition should be
-        // paused also changes outside this function (a release empties its buffer).
+        // One pass: a partition's own bound, then whether it should be paused, which depends on
+        // that bound and the flags above only. Pause and resume by what the source was last
+        // told: whether a partition should be paused also changes outside this function (a
+        // release empties its buffer).
+        let limit = self.config.max_buffered_per_partition;
+        let (backpressured, read_ahead_full, accepting) =
+            (self.backpressured, self.read_ahead_full, self.accepting);
         let mut paused = Vec::new();
         let mut resumed = Vec::new();
-        for i in 0..self.parts.len() {
-            let want = self.is_paused(&self.parts[i]);
-            let p = &mut self.parts[i];
+        for p in &mut self.parts {
+            if !p.buffer_full && p.buffered() >= limit {
+                p.buffer_full = true;
+            } else if p.buffer_full && p.buffered() <= limit / 2 {
+                p.buffer_full = false;
+            }
+            let want = wants_paused(backpressured, read_ahead_full, p);
             if want && !p.paused_at_source {
                 p.paused_at_source = true;
                 paused.push(p.id);
-            } else if !want && p.paused_at_source && self.accepting {
+            } else if !want && p.paused_at_source && accepting {
                 p.paused_at_source = false;
                 resumed.push(p.id);
             }
@@ -1529,6 +1543,12 @@ enum SinkNotice {
         retry_in_ms: u64,
         error: String,
     },
+}
+
+/// Whether the driver wants the shell not to fetch partition `p` now: backpressure, its own
+/// buffer full, or the read-ahead full while it holds records.
+fn wants_paused(backpressured: bool, read_ahead_full: bool, p: &PartitionState) -> bool {
+    backpressured || p.buffer_full || (read_ahead_full && p.buffered() > 0)
 }
 
 /// The sinks of `sinks` (at most 32) that take `lane`'s writes.
