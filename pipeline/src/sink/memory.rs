@@ -7,6 +7,7 @@
 //! day would otherwise hold gigabytes).
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::future::{Future, ready};
 
 use crate::digest::{self, OutputDigest};
@@ -91,11 +92,15 @@ impl MemoryStore {
         for row in &batch.rows {
             self.upserts += 1;
             let coll = self.collections.entry(row.query()).or_default();
-            match coll.get_mut(&row.id) {
-                Some(existing) if existing.is_final && !row.is_final => self.already_stored += 1,
-                Some(existing) => existing.clone_from(row),
-                None => {
-                    coll.insert(row.id.clone(), row.clone());
+            // One walk down the map by id: most rows written are new (alerts, final rows), and
+            // a lookup followed by an insert walked it twice, comparing long ids at every level.
+            match coll.entry(row.id.clone()) {
+                Entry::Occupied(e) if e.get().is_final && !row.is_final => {
+                    self.already_stored += 1;
+                }
+                Entry::Occupied(mut e) => e.get_mut().clone_from(row),
+                Entry::Vacant(e) => {
+                    e.insert(row.clone());
                 }
             }
         }
