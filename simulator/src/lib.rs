@@ -78,14 +78,15 @@ pub fn run_scenario(
                     &faults::FaultPlan::default(),
                     &mut |_, _| {},
                 )?;
-                fault_free = Some(clean.documents.digest().hex());
+                fault_free = Some(clean.documents.digest_hex());
             }
             run::run_memory_with(scenario, seed, &plan, progress)?
         }
         Backend::Services => real(scenario, seed, options, progress, false)?,
         Backend::Containers => real(scenario, seed, options, progress, true)?,
     };
-    let digest = result.documents.digest().hex();
+    let digests = expect::Digests::of(&result);
+    let digest = digests.documents.clone();
     let fault_free = match (
         &fault_free,
         scenario.expect.digest_equals_fault_free || options.swarm,
@@ -99,7 +100,7 @@ pub fn run_scenario(
     let verdicts = if options.swarm {
         // A swarm seed is another seed with faults: the scenario's own expectations were
         // written for its seed and a calm run; what must hold under any faults is checked.
-        let mut v = expect::builtin(&result, &scenario.pipeline);
+        let mut v = expect::builtin(&result, &scenario.pipeline, &digests);
         v.push(expect::digest_equals(
             &digest,
             fault_free.unwrap_or_default(),
@@ -110,7 +111,7 @@ pub fn run_scenario(
         let mut v = expect::evaluate(
             scenario,
             &result,
-            &digest,
+            &digests,
             fault_free,
             clean.as_ref(),
             backend,

@@ -79,9 +79,18 @@ impl SinkSet {
         SinkSet(self.0 & !(1 << i))
     }
 
-    /// The sinks in the set, by index.
+    /// The sinks in the set, by index, in ascending order.
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..32).filter(move |i| self.contains(*i))
+        // One step per member, not per possible index: the driver walks the sinks of every
+        // write in flight on each input.
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            let i = bits.trailing_zeros();
+            (i < 32).then(|| {
+                bits &= bits - 1;
+                i as usize
+            })
+        })
     }
 }
 

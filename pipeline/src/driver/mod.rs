@@ -335,10 +335,14 @@ pub struct Driver {
     config: DriverConfig,
     engine: Engine,
     sinks: Vec<SinkSpec>,
+    /// The sinks taking each lane's writes (indexed as [`Lane::ALL`]).
+    lane_sinks: [SinkSet; 3],
     parts: Vec<PartitionState>,
     /// Positions of the checkpoint restored, for partitions assigned later.
     restored: Option<BTreeMap<PartitionId, i64>>,
     buffered_total: usize,
+    /// Key and value bytes of the records buffered, over every partition.
+    buffered_bytes_total: usize,
     now: Millis,
     accepting: bool,
     open: OpenCut,
@@ -416,13 +420,16 @@ impl Driver {
             return Err(DriverError::TooManySinks(sinks.len()));
         }
         let n = sinks.len();
+        let lane_sinks = Lane::ALL.map(|lane| lane_sinks(&sinks, lane));
         Ok(Driver {
             config,
             engine,
             sinks,
+            lane_sinks,
             parts: Vec::new(),
             restored,
             buffered_total: 0,
+            buffered_bytes_total: 0,
             now,
             accepting: true,
             open: OpenCut::default(),
@@ -606,7 +613,7 @@ impl Driver {
 
     /// Whether the driver wants the shell not to fetch this partition now.
     fn is_paused(&self, p: &PartitionState) -> bool {
-        self.backpressured || p.buffer_full || (self.read_ahead_full && p.buffered() > 0)
+        wants_paused(self.backpressured, self.read_ahead_full, p)
     }
 
     /// Whether any partition may be fetched now.
@@ -654,6 +661,7 @@ impl Driver {
         for id in partitions {
             if let Some(i) = self.part_index(*id) {
                 self.buffered_total -= self.parts[i].buffered();
+                self.buffered_bytes_total -= self.parts[i].buffered_bytes();
                 self.parts[i].clear();
                 self.parts.remove(i);
             }
@@ -933,8 +941,13 @@ impl Driver {
             .map(|s| s + c.flush_interval_ms as Millis));
         for lane in Lane::ALL {
             if let Some(f) = &self.lanes.get(lane).in_flight {
-                for r in f.retry_at.iter().flatten() {
-                    at(Some(*r));
+                // Only a sink still to acknowledge has a retry scheduled.
+                debug_assert!(
+                    (0..32).all(|s| f.retry_at[s].is_none() || f.pending.contains(s)),
+                    "a retry scheduled for a sink that acknowledged"
+                );
+                for s in f.pending.iter() {
+                    at(f.retry_at[s]);
                 }
             }
         }
@@ -1027,6 +1040,7 @@ impl Driver {
             } else {
                 self.parts[i].push(rec);
                 self.buffered_total += 1;
+                self.buffered_bytes_total += rec.key.len() + rec.value.len();
             }
         }
         self.stats.buffered_max = self.stats.buffered_max.max(self.buffered_total);
@@ -1069,6 +1083,7 @@ impl Driver {
             return;
         };
         let (offset, ts) = (rec.position.offset, rec.kafka_timestamp_ms);
+        let bytes = rec.key.len() + rec.value.len();
         ingest_into(&mut self.engine, &mut self.open, self.now, &rec);
         let p = &mut self.parts[i];
         p.pop();
@@ -1076,6 +1091,7 @@ impl Driver {
         #[cfg(test)]
         self.released_log.push((p.id, offset));
         self.buffered_total -= 1;
+        self.buffered_bytes_total -= bytes;
         self.stats.records_released += 1;
         self.records_since_snapshot += 1;
     }
@@ -1182,17 +1198,6 @@ impl Driver {
             .collect()
     }
 
-    fn lane_sinks(&self, lane: Lane) -> SinkSet {
-        let li = lane.index();
-        let mut set = SinkSet::default();
-        for (i, s) in self.sinks.iter().enumerate() {
-            if s.lanes[li] {
-                set.0 |= 1 << i;
-            }
-        }
-        set
-    }
-
     /// Sends each idle lane's next write, and retries that are due.
     fn pump_writes(&mut self) {
         for lane in Lane::ALL {
@@ -1200,7 +1205,7 @@ impl Driver {
             if self.lanes.get(lane).in_flight.is_some() {
                 continue;
             }
-            let sinks = self.lane_sinks(lane);
+            let sinks = self.lane_sinks[lane.index()];
             let max = self.config.write_max_items;
             let Some((piece, first, through)) = self.lanes.get_mut(lane).take(max) else {
                 continue;
@@ -1248,19 +1253,17 @@ impl Driver {
         let Some(f) = self.lanes.get_mut(lane).in_flight.as_mut() else {
             return;
         };
-        let mut retries = Vec::new();
         for s in f.pending.iter() {
             if f.retry_at[s].is_some_and(|t| t <= now) {
                 f.retry_at[s] = None;
                 f.attempts[s] += 1;
-                retries.push(Write {
+                self.actions.push_back(Action::Write(Write {
                     attempt: f.attempts[s],
                     sinks: SinkSet::one(s),
                     ..f.write.clone()
-                });
+                }));
             }
         }
-        self.actions.extend(retries.into_iter().map(Action::Write));
     }
 
     fn complete_if_done(&mut self, lane: Lane) {
@@ -1375,15 +1378,14 @@ impl Driver {
             });
             self.release();
         }
-        let limit = self.config.max_buffered_per_partition;
-        for p in &mut self.parts {
-            if !p.buffer_full && p.buffered() >= limit {
-                p.buffer_full = true;
-            } else if p.buffer_full && p.buffered() <= limit / 2 {
-                p.buffer_full = false;
-            }
-        }
-        let bytes: usize = self.parts.iter().map(PartitionState::buffered_bytes).sum();
+        let bytes = self.buffered_bytes_total;
+        debug_assert_eq!(
+            bytes,
+            self.parts
+                .iter()
+                .map(PartitionState::buffered_bytes)
+                .sum::<usize>()
+        );
         self.stats.buffered_bytes_max = self.stats.buffered_bytes_max.max(bytes);
         let max = self.config.max_buffered_bytes;
         if !self.read_ahead_full && bytes >= max {
@@ -1392,17 +1394,26 @@ impl Driver {
         } else if self.read_ahead_full && bytes <= max / 2 {
             self.read_ahead_full = false;
         }
-        // Pause and resume by what the source was last told: whether a partition should be
-        // paused also changes outside this function (a release empties its buffer).
+        // One pass: a partition's own bound, then whether it should be paused, which depends on
+        // that bound and the flags above only. Pause and resume by what the source was last
+        // told: whether a partition should be paused also changes outside this function (a
+        // release empties its buffer).
+        let limit = self.config.max_buffered_per_partition;
+        let (backpressured, read_ahead_full, accepting) =
+            (self.backpressured, self.read_ahead_full, self.accepting);
         let mut paused = Vec::new();
         let mut resumed = Vec::new();
-        for i in 0..self.parts.len() {
-            let want = self.is_paused(&self.parts[i]);
-            let p = &mut self.parts[i];
+        for p in &mut self.parts {
+            if !p.buffer_full && p.buffered() >= limit {
+                p.buffer_full = true;
+            } else if p.buffer_full && p.buffered() <= limit / 2 {
+                p.buffer_full = false;
+            }
+            let want = wants_paused(backpressured, read_ahead_full, p);
             if want && !p.paused_at_source {
                 p.paused_at_source = true;
                 paused.push(p.id);
-            } else if !want && p.paused_at_source && self.accepting {
+            } else if !want && p.paused_at_source && accepting {
                 p.paused_at_source = false;
                 resumed.push(p.id);
             }
@@ -1532,6 +1543,23 @@ enum SinkNotice {
         retry_in_ms: u64,
         error: String,
     },
+}
+
+/// Whether the driver wants the shell not to fetch partition `p` now: backpressure, its own
+/// buffer full, or the read-ahead full while it holds records.
+fn wants_paused(backpressured: bool, read_ahead_full: bool, p: &PartitionState) -> bool {
+    backpressured || p.buffer_full || (read_ahead_full && p.buffered() > 0)
+}
+
+/// The sinks of `sinks` (at most 32) that take `lane`'s writes.
+fn lane_sinks(sinks: &[SinkSpec], lane: Lane) -> SinkSet {
+    let mut set = SinkSet::default();
+    for (i, s) in sinks.iter().enumerate() {
+        if s.lanes[lane.index()] {
+            set.0 |= 1 << i;
+        }
+    }
+    set
 }
 
 /// Feeds one record to the engine into the open cut, noting what latency accounting needs.

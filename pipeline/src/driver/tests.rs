@@ -828,3 +828,19 @@ fn failures_and_partition_status_follow_the_driver() {
     h.feed(0, 1);
     assert!(h.driver.failures().is_empty(), "the source delivers again");
 }
+
+// Proves a sink set yields each member once, in ascending order, at both ends of its range.
+#[test]
+fn sink_set_iterates_its_members_in_order() {
+    assert_eq!(SinkSet::default().iter().count(), 0);
+    let set = SinkSet(SinkSet::one(0).0 | SinkSet::one(5).0 | SinkSet::one(31).0);
+    assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 5, 31]);
+    assert_eq!(
+        SinkSet::all(32).iter().collect::<Vec<_>>(),
+        (0..32).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        SinkSet::all(3).without(1).iter().collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+}

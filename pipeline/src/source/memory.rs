@@ -118,9 +118,23 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     (h % partitions.max(1) as u64) as i32
 }
 
+/// A topic's index in [`Topic::ALL`]: its discriminant, as `ALL` lists the topics in the order
+/// they are declared (checked below at compile time). Every read asks for it.
+#[inline]
 fn topic_index(t: Topic) -> usize {
-    Topic::ALL.iter().position(|x| *x == t).unwrap_or(0)
+    t as usize
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < Topic::ALL.len() {
+        assert!(
+            Topic::ALL[i] as usize == i,
+            "Topic::ALL is not in declaration order"
+        );
+        i += 1;
+    }
+};
 
 impl MemoryLog {
     /// An empty log with `partitions` partitions per topic.
@@ -143,6 +157,7 @@ impl MemoryLog {
         }
     }
 
+    #[inline]
     fn index(&self, topic: Topic, partition: i32) -> usize {
         topic_index(topic) * self.partitions_per_topic as usize + partition as usize
     }
@@ -170,6 +185,7 @@ impl MemoryLog {
         self.partitions_per_topic
     }
 
+    #[inline]
     fn part(&self, topic: Topic, partition: i32) -> Option<&Partition> {
         (0..self.partitions_per_topic)
             .contains(&partition)
@@ -185,6 +201,7 @@ impl MemoryLog {
     }
 
     /// The next offset a consumer reads from a partition.
+    #[inline]
     pub fn position(&self, topic: Topic, partition: i32) -> i64 {
         self.part(topic, partition).map_or(0, |p| p.position)
     }
