@@ -150,7 +150,7 @@ struct StreamingArgs {
     /// Kilobytes of fetched records the Kafka consumer may hold ahead of the job
     /// (librdkafka's `queued.max.messages.kbytes`): more drains a backlog faster, less bounds
     /// memory tighter.
-    #[arg(long, env = "KAFKA_READ_AHEAD_KB", default_value_t = pipeline::source::kafka::DEFAULT_READ_AHEAD_KBYTES)]
+    #[arg(long, env = "KAFKA_READ_AHEAD_KB", default_value_t = pipeline::source::DEFAULT_READ_AHEAD_KBYTES)]
     kafka_read_ahead_kb: u32,
     /// MongoDB database.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "smart_city")]

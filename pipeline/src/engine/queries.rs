@@ -404,7 +404,8 @@ mod tests {
             0.5e-6,
             1.5e-6,
             2.5e-6,
-            0.499_999_999_999_999_94e-6,
+            // The float just below 0.5e-6.
+            f64::from_bits(0.5e-6_f64.to_bits() - 1),
             12.000_000_5,
         ];
         let edges = [

@@ -51,11 +51,7 @@ pub struct KafkaConfig {
     pub read_ahead_kbytes: u32,
 }
 
-/// Default of [`KafkaConfig::read_ahead_kbytes`]: 1 MiB, for memory. Throughput does not need
-/// more once the fetch backoff is short: `simulator bench --latency-s 0 --catch-up-hours 6`
-/// (285,355 records) drained 31-42 k records/s with 1 MiB and librdkafka's default 1 s
-/// `fetch.queue.backoff.ms`, 108-118 k with 1 MiB and 10 ms, and no more with 4 or 16 MiB.
-pub const DEFAULT_READ_AHEAD_KBYTES: u32 = 1024;
+pub use super::DEFAULT_READ_AHEAD_KBYTES;
 
 impl KafkaConfig {
     /// The Kafka topic name of `topic` with the configured prefix.
