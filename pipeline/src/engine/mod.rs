@@ -855,55 +855,55 @@ impl Engine {
     ) {
         match outcome {
             AddOutcome::Aggregated => self.counters.query(query).aggregated += 1,
-            refused => self.not_aggregated(query, refused, rec, key, t, out),
+            AddOutcome::Late { window_end } => self.late(query, window_end, rec, key, t, out),
+            AddOutcome::OverLimit(bound) => self.over_limit(query, bound, rec, out),
         }
     }
 
-    /// [`Self::outcome`] of a record late for the query or over one of its bounds: a late row
-    /// or a dead letter, out of line.
+    /// A record late for `query` (its window ending `window_end` already final): counted and
+    /// written to the late output, out of line.
     #[cold]
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)] // One call site per query; a struct would only rename them.
-    fn not_aggregated(
+    #[allow(clippy::too_many_arguments)] // The record and the window, as outcome has them.
+    fn late(
         &mut self,
         query: Query,
-        outcome: AddOutcome,
+        window_end: Millis,
         rec: &RawRecord<'_>,
         key: &str,
         t: Millis,
         out: &mut Output,
     ) {
-        match outcome {
-            AddOutcome::Aggregated => self.counters.query(query).aggregated += 1,
-            AddOutcome::Late { window_end } => {
-                self.counters.query(query).late += 1;
-                let watermark = self.watermark(rec.topic).unwrap_or(Millis::MIN);
-                out.late.push(LateRecord {
-                    query,
-                    topic: rec.topic,
-                    key: key.to_owned(),
-                    position: rec.position,
-                    event_time: t,
-                    window_end,
-                    watermark,
-                    reason: format!(
-                        "event time {} is behind the watermark {}: the window ending {} is already final",
-                        format_rfc3339(t),
-                        format_rfc3339(watermark),
-                        format_rfc3339(window_end)
-                    ),
-                });
-            }
-            AddOutcome::OverLimit(bound) => {
-                self.counters.query(query).over_limit += 1;
-                out.dead_letters.push(dead_letter_row(
-                    rec,
-                    DeadLetterReason::StateLimit,
-                    format!("{query}: {bound} reached; the record was not aggregated"),
-                    self.config.max_message_bytes,
-                ));
-            }
-        }
+        self.counters.query(query).late += 1;
+        let watermark = self.watermark(rec.topic).unwrap_or(Millis::MIN);
+        out.late.push(LateRecord {
+            query,
+            topic: rec.topic,
+            key: key.to_owned(),
+            position: rec.position,
+            event_time: t,
+            window_end,
+            watermark,
+            reason: format!(
+                "event time {} is behind the watermark {}: the window ending {} is already final",
+                format_rfc3339(t),
+                format_rfc3339(watermark),
+                format_rfc3339(window_end)
+            ),
+        });
+    }
+
+    /// A record over one of `query`'s bounds: counted and dead-lettered, out of line.
+    #[cold]
+    #[inline(never)]
+    fn over_limit(&mut self, query: Query, bound: &str, rec: &RawRecord<'_>, out: &mut Output) {
+        self.counters.query(query).over_limit += 1;
+        out.dead_letters.push(dead_letter_row(
+            rec,
+            DeadLetterReason::StateLimit,
+            format!("{query}: {bound} reached; the record was not aggregated"),
+            self.config.max_message_bytes,
+        ));
     }
 
     /// Advances a topic's watermark to the highest event time minus the delay, emitting the
