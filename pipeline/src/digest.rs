@@ -45,12 +45,26 @@ impl OutputDigest {
 
     /// The hex SHA-256 of the rows, one canonical JSON line each, in id order.
     pub fn hex(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = Lines::default();
         for json in self.rows.values() {
-            h.update(json.as_bytes());
-            h.update(b"\n");
+            h.line(json.as_bytes());
         }
-        hex::encode(h.finalize())
+        h.hex()
+    }
+}
+
+/// The hash both digests compute: one canonical JSON line a row.
+#[derive(Default)]
+struct Lines(Sha256);
+
+impl Lines {
+    fn line(&mut self, json: &[u8]) {
+        self.0.update(json);
+        self.0.update(b"\n");
+    }
+
+    fn hex(self) -> String {
+        hex::encode(self.0.finalize())
     }
 }
 
@@ -62,7 +76,7 @@ pub fn hex_of<'a>(rows: impl IntoIterator<Item = &'a Row>) -> String {
     // Stable, so that of several rows with one id the last one given is hashed, as
     // `OutputDigest::add` keeps it.
     finals.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut h = Sha256::new();
+    let mut h = Lines::default();
     let mut line = Vec::new();
     for (i, row) in finals.iter().enumerate() {
         if finals.get(i + 1).is_some_and(|next| next.id == row.id) {
@@ -73,10 +87,9 @@ pub fn hex_of<'a>(rows: impl IntoIterator<Item = &'a Row>) -> String {
         if serde_json::to_writer(&mut line, row).is_err() {
             line.clear();
         }
-        line.push(b'\n');
-        h.update(&line);
+        h.line(&line);
     }
-    hex::encode(h.finalize())
+    h.hex()
 }
 
 #[cfg(test)]
