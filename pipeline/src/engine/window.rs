@@ -9,12 +9,13 @@
 //!
 //! Panes are held in a `BTreeMap` ordered by start, and inside each pane a hash map by key: a
 //! record looks its slot up there, and nothing reads a pane's keys in their order (rows are
-//! emitted in the order of the windows' key sets). Beside them, each open window keeps the set of keys it holds: what the window bounds count
-//! (open windows, keys per window) and the order rows are emitted in, start then key, so
-//! iteration (and therefore emission) order is deterministic. Windows are final once the
-//! watermark passes their end; then their rows are emitted with `final = true` and the window
-//! is freed, and each pane with it once no open window covers the pane. A record whose earliest
-//! window is already final is late for the query.
+//! emitted in the order of the windows' key sets). Beside them, each open window keeps the set
+//! of keys it holds: what the window bounds count (open windows, keys per window) and the order
+//! rows are emitted in, start then key, so iteration (and therefore emission) order is
+//! deterministic. Windows are final once the watermark passes their end; then their rows are
+//! emitted with `final = true` and the window is freed, and each pane with it once no open
+//! window covers the pane. A record whose earliest window is already final is late for the
+//! query.
 //!
 //! **Invariant:** a key is in an open window's key set exactly when one of the window's panes
 //! holds a slot for it. A slot is created together with its key in every window covering its

@@ -47,11 +47,10 @@ pub struct KafkaConfig {
     /// Partitions of a topic the pipeline has to create because it does not exist yet.
     pub partitions_if_created: i32,
     /// librdkafka's read-ahead: kilobytes of fetched records its consumer queue may hold before
-    /// it stops fetching (`queued.max.messages.kbytes`).
+    /// it stops fetching (`queued.max.messages.kbytes`); default
+    /// [`super::DEFAULT_READ_AHEAD_KBYTES`].
     pub read_ahead_kbytes: u32,
 }
-
-pub use super::DEFAULT_READ_AHEAD_KBYTES;
 
 impl KafkaConfig {
     /// The Kafka topic name of `topic` with the configured prefix.

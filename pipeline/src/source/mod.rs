@@ -11,9 +11,10 @@ use crate::model::Topic;
 use crate::time::Millis;
 
 /// Default of the Kafka consumer's read-ahead (`kafka::KafkaConfig::read_ahead_kbytes`): 1 MiB,
-/// for memory. Throughput does not need more once the fetch backoff is short: `simulator bench --latency-s 0 --catch-up-hours 6`
-/// (285,355 records) drained 31-42 k records/s with 1 MiB and librdkafka's default 1 s
-/// `fetch.queue.backoff.ms`, 108-118 k with 1 MiB and 10 ms, and no more with 4 or 16 MiB.
+/// for memory. Throughput does not need more once the fetch backoff is short: `simulator bench
+/// --latency-s 0 --catch-up-hours 6` (285,355 records) drained 31-42 k records/s with 1 MiB and
+/// librdkafka's default 1 s `fetch.queue.backoff.ms`, 88-118 k with 1 MiB and 10 ms, and no more
+/// with 4 or 16 MiB.
 pub const DEFAULT_READ_AHEAD_KBYTES: u32 = 1024;
 
 /// One record read from a source, owning its bytes.

@@ -174,7 +174,7 @@ impl StreamingConfig {
                 group_id: "smart-city-pipeline".to_owned(),
                 topic_prefix: String::new(),
                 partitions_if_created: 1,
-                read_ahead_kbytes: crate::source::kafka::DEFAULT_READ_AHEAD_KBYTES,
+                read_ahead_kbytes: crate::source::DEFAULT_READ_AHEAD_KBYTES,
             },
             mongo: MongoConfig {
                 uri: mongodb_uri.to_owned(),
