@@ -78,14 +78,19 @@ impl Job {
             .ok()
     }
 
+    /// The last `n` lines of the job's log.
+    fn tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(n).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
     /// Panics, with the job's log, if it exited.
     fn assert_running(&mut self, when: &str) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
             panic!(
                 "the job exited on its own {when} ({status}); last lines:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                self.tail(30)
             );
         }
     }
@@ -347,7 +352,8 @@ async fn faults_service_outages_do_not_stop_the_job() {
         job.assert_running("while catching up");
         assert!(
             caught_up.elapsed() < Duration::from_secs(300),
-            "the job did not catch up within 300 s"
+            "the job did not catch up within 300 s; the job's last lines:\n{}",
+            job.tail(40)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

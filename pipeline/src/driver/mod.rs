@@ -158,8 +158,13 @@ pub enum Notice {
         /// The error.
         error: String,
     },
-    /// Committing positions failed; the next checkpoint's commit supersedes it.
+    /// Committing positions failed. The same positions are committed again after a backoff
+    /// delay, unless a newer checkpoint's commit supersedes them first.
     CommitFailed {
+        /// Failed attempts in a row for this checkpoint.
+        attempts: u32,
+        /// When it is tried again, milliseconds from now (or sooner by a newer checkpoint).
+        retry_in_ms: u64,
         /// The error.
         error: String,
     },
@@ -320,6 +325,15 @@ struct Stopping {
     final_checkpoint: Option<u64>,
 }
 
+/// A failed commit to issue again: its checkpoint, positions, attempts so far, and when.
+#[derive(Debug)]
+struct CommitRetry {
+    id: u64,
+    positions: Vec<(PartitionId, i64)>,
+    attempts: u32,
+    at: Millis,
+}
+
 /// The checkpoint being stored.
 #[derive(Debug)]
 struct StoreInFlight {
@@ -356,10 +370,16 @@ pub struct Driver {
     store: Option<StoreInFlight>,
     /// The newest durable checkpoint not yet committed.
     to_commit: Option<Arc<CheckpointData>>,
-    commit_in_flight: Option<u64>,
+    /// The commit in flight: its checkpoint id and positions.
+    commit_in_flight: Option<(u64, Vec<(PartitionId, i64)>)>,
     last_committed: Option<u64>,
-    /// A failed final commit (during a stop): its id, attempts so far, and when to try again.
-    final_commit_retry: Option<(u64, u32, Millis)>,
+    /// A failed commit no newer checkpoint has superseded yet: what to commit again, attempts
+    /// so far, and when. Without it, a commit that fails as the input goes quiet (Kafka back
+    /// from an outage, its group coordinator still loading) would leave the group's offsets
+    /// behind until new records arrive.
+    commit_retry: Option<CommitRetry>,
+    /// Commits failed since the last one that went through (the retry's backoff).
+    failed_commits_in_a_row: u32,
     backpressured: bool,
     /// Read-ahead reached `max_buffered_bytes`: partitions with records buffered are paused.
     read_ahead_full: bool,
@@ -443,7 +463,8 @@ impl Driver {
             store: None,
             to_commit: None,
             commit_in_flight: None,
-            final_commit_retry: None,
+            commit_retry: None,
+            failed_commits_in_a_row: 0,
             last_committed: None,
             backpressured: false,
             read_ahead_full: false,
@@ -595,8 +616,14 @@ impl Driver {
         if let Some(s) = &self.store {
             w.push(format!("checkpoint {} to be stored", s.data.id));
         }
-        if let Some(id) = self.commit_in_flight {
+        if let Some((id, _)) = &self.commit_in_flight {
             w.push(format!("commit {id}"));
+        }
+        if let Some(r) = &self.commit_retry {
+            w.push(format!(
+                "commit {} to be retried ({} failed)",
+                r.id, r.attempts
+            ));
         }
         if self.backpressured {
             w.push("backpressure: every partition paused".to_owned());
@@ -664,6 +691,13 @@ impl Driver {
                 self.buffered_bytes_total -= self.parts[i].buffered_bytes();
                 self.parts[i].clear();
                 self.parts.remove(i);
+            }
+        }
+        // A retry commits only what this instance still owns: the next owner commits the rest.
+        if let Some(r) = self.commit_retry.as_mut() {
+            r.positions.retain(|(id, _)| !partitions.contains(id));
+            if r.positions.is_empty() {
+                self.commit_retry = None;
             }
         }
         self.release();
@@ -844,36 +878,45 @@ impl Driver {
     /// The answer to a [`Action::Commit`].
     pub fn handle_commit_result(&mut self, now: Millis, id: u64, result: Result<(), String>) {
         self.advance_clock(now);
-        if self.commit_in_flight == Some(id) {
-            self.commit_in_flight = None;
+        if self
+            .commit_in_flight
+            .as_ref()
+            .is_some_and(|(f, _)| *f == id)
+        {
+            let Some((_, positions)) = self.commit_in_flight.take() else {
+                unreachable!("checked above")
+            };
             match result {
                 Ok(()) => {
                     self.stats.commits += 1;
-                    self.final_commit_retry = None;
+                    self.failed_commits_in_a_row = 0;
                     self.last_committed = Some(self.last_committed.map_or(id, |c| c.max(id)));
                 }
                 Err(error) => {
                     self.stats.commit_failures += 1;
-                    self.notice(Notice::CommitFailed { error });
-                    // The checkpoint is the authority on restart; the next checkpoint's
-                    // commit supersedes this one. A stop still needs its commit: retry it.
-                    if self
-                        .stopping
-                        .as_ref()
-                        .is_some_and(|s| s.final_checkpoint == Some(id))
-                        && self.to_commit.is_none()
-                    {
-                        let attempts = match self.final_commit_retry {
-                            Some((f, n, _)) if f == id => n + 1,
-                            _ => 1,
-                        };
-                        let c = &self.config;
-                        let delay = c
-                            .retry_min_ms
-                            .saturating_mul(1u64 << attempts.min(16))
-                            .min(c.retry_max_ms);
-                        self.final_commit_retry = Some((id, attempts, now + delay as Millis));
+                    // The checkpoint is the authority on restart, but the group's offsets are
+                    // what operators and other instances read: commit the same positions again
+                    // after a delay, unless a newer checkpoint's commit supersedes them first.
+                    let attempts = self.failed_commits_in_a_row + 1;
+                    self.failed_commits_in_a_row = attempts;
+                    let c = &self.config;
+                    let delay = c
+                        .retry_min_ms
+                        .saturating_mul(1u64 << attempts.min(16))
+                        .min(c.retry_max_ms);
+                    if self.to_commit.is_none() {
+                        self.commit_retry = Some(CommitRetry {
+                            id,
+                            positions,
+                            attempts,
+                            at: now + delay as Millis,
+                        });
                     }
+                    self.notice(Notice::CommitFailed {
+                        attempts,
+                        retry_in_ms: delay,
+                        error,
+                    });
                 }
             }
         }
@@ -952,7 +995,7 @@ impl Driver {
             }
         }
         at(self.store.as_ref().and_then(|s| s.retry_at));
-        at(self.final_commit_retry.map(|(_, _, t)| t));
+        at(self.commit_retry.as_ref().map(|r| r.at));
         if self.buffered_total > 0 {
             for p in &self.parts {
                 if p.buffered() == 0 && p.end_offset.is_none() {
@@ -1312,6 +1355,8 @@ impl Driver {
         if self.commit_in_flight.is_none()
             && let Some(data) = self.to_commit.take()
         {
+            // A newer durable checkpoint supersedes a failed commit waiting for its retry.
+            self.commit_retry = None;
             debug_assert!(
                 data.positions.iter().all(|(id, off)| self
                     .part_index(*id)
@@ -1322,11 +1367,11 @@ impl Driver {
             let positions = data.positions.iter().map(|(k, v)| (*k, *v)).collect();
             self.issue_commit(data.id, positions);
         }
-        if let Some((id, _, at)) = self.final_commit_retry
-            && at <= now
-            && self.commit_in_flight.is_none()
+        if self.commit_in_flight.is_none()
+            && self.commit_retry.as_ref().is_some_and(|r| r.at <= now)
+            && let Some(r) = self.commit_retry.take()
         {
-            self.retry_final_commit(id);
+            self.issue_commit(r.id, r.positions);
         }
     }
 
@@ -1337,26 +1382,8 @@ impl Driver {
             self.last_committed = Some(self.last_committed.map_or(id, |c| c.max(id)));
             return;
         }
-        self.commit_in_flight = Some(id);
+        self.commit_in_flight = Some((id, positions.clone()));
         self.actions.push_back(Action::Commit { id, positions });
-    }
-
-    fn retry_final_commit(&mut self, id: u64) {
-        // Re-issue the final checkpoint's commit after a failure during a stop.
-        if let Some(Stopping {
-            final_checkpoint: Some(f),
-            ..
-        }) = &self.stopping
-            && *f == id
-        {
-            self.last_committed = self.last_committed.filter(|c| *c >= id);
-            let positions: Vec<(PartitionId, i64)> = self
-                .parts
-                .iter()
-                .filter_map(|p| p.released.map(|r| (p.id, r)))
-                .collect();
-            self.issue_commit(id, positions);
-        }
     }
 
     fn flow_control(&mut self) {

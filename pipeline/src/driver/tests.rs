@@ -90,6 +90,8 @@ struct Harness {
     failing: BTreeSet<usize>,
     /// Whether writes are answered at once (else they wait in `held`).
     answer_writes: bool,
+    /// How many of the next commits fail.
+    failing_commits: u32,
     held: Vec<Write>,
     trace: Vec<String>,
     stopped: Option<StopReason>,
@@ -134,6 +136,7 @@ impl Harness {
             paused: BTreeSet::new(),
             store: MemoryStore::new(Flavour::Documents),
             checkpoints: Vec::new(),
+            failing_commits: 0,
             committed: Vec::new(),
             now: T0,
             failing: BTreeSet::new(),
@@ -162,8 +165,14 @@ impl Harness {
                 }
                 Action::Commit { id, positions } => {
                     self.trace.push(format!("commit {id}"));
-                    self.committed = positions;
-                    self.driver.handle_commit_result(self.now, id, Ok(()));
+                    let result = if self.failing_commits > 0 {
+                        self.failing_commits -= 1;
+                        Err("coordinator loading".to_owned())
+                    } else {
+                        self.committed = positions;
+                        Ok(())
+                    };
+                    self.driver.handle_commit_result(self.now, id, result);
                 }
                 Action::Pause(ps) => self.paused.extend(ps.iter().map(|p| p.1)),
                 Action::Resume(ps) => {
@@ -737,6 +746,51 @@ fn a_stop_with_nothing_read_commits_nothing() {
         !h.trace.iter().any(|t| t.starts_with("commit")),
         "no commit: {:?}",
         h.trace
+    );
+}
+
+// Proves a commit that fails as the input goes quiet (Kafka back from an outage, its group
+// coordinator still loading) is retried after a backoff delay with no new records, until the
+// group holds every position read: the group's offsets do not stay behind while the job idles.
+#[test]
+fn a_failed_commit_is_retried_while_the_input_is_quiet() {
+    let records = stream(3, 5, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 2), config(), 1);
+    h.failing_commits = 3;
+    let n0 = h.logs[0].len();
+    let n1 = h.logs[1].len();
+    h.feed(0, n0);
+    h.feed(1, n1);
+    let mut delays = Vec::new();
+    for _ in 0..1000 {
+        if h.driver.stats().commits > 0 {
+            break;
+        }
+        let Some(next) = h.driver.poll_timeout() else {
+            break;
+        };
+        assert!(next > h.now, "the driver never asks for a tick now");
+        let failures = h.driver.stats().commit_failures;
+        h.tick(next);
+        if h.driver.stats().commit_failures > failures || h.driver.stats().commits > 0 {
+            delays.push(next);
+        }
+    }
+    assert_eq!(h.driver.stats().commit_failures, 3, "{:?}", h.trace);
+    assert_eq!(h.driver.stats().commits, 1, "retried until it went through");
+    let mut want: Vec<(PartitionId, i64)> = vec![
+        ((Topic::Traffic, 0), n0 as i64 - 1),
+        ((Topic::Traffic, 1), n1 as i64 - 1),
+    ];
+    want.sort();
+    let mut got = h.committed.clone();
+    got.sort();
+    assert_eq!(got, want, "the group holds every position read");
+    // Each retry waited longer than the one before (the backoff doubles up to its cap).
+    let gaps: Vec<Millis> = delays.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= g[0]) && gaps.iter().all(|g| *g > 0),
+        "{gaps:?}"
     );
 }
 

@@ -2,10 +2,17 @@
 //! the usual Kafka tools. The key is the record's source position (`topic|partition|offset`):
 //! a replay after a crash may produce a dead letter again (this topic is at-least-once), and the
 //! key lets a reader drop the repeat.
+//!
+//! A write that did not go through (an error, or the shell's write timeout) makes the next write
+//! start on a new producer. librdkafka (2.12) can stay stuck after a metadata response names no
+//! leader (-1) for a partition, as a broker's controlled shutdown does: every later message times
+//! out although the broker is back (the services test saw 17 minutes of it; the same report is
+//! open against Vector's Kafka sink). A new client asks for fresh metadata.
 
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
+use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::engine::Output;
@@ -18,10 +25,17 @@ const NAME: &str = "kafka-dead-letters";
 /// Longest wait for a dead letter to be queued in the producer.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long librdkafka tries to deliver a dead letter: below the driver's default write timeout
+/// (30 s), so a failed write names librdkafka's error rather than the timeout.
+const MESSAGE_TIMEOUT_MS: &str = "25000";
+
 /// The dead-letter topic producer.
 pub struct DeadLetterTopic {
     producer: FutureProducer,
+    client: ClientConfig,
     topic: String,
+    /// Whether the last write went through (else the next one starts on a new producer).
+    healthy: bool,
 }
 
 impl std::fmt::Debug for DeadLetterTopic {
@@ -35,20 +49,37 @@ impl std::fmt::Debug for DeadLetterTopic {
 impl DeadLetterTopic {
     /// A producer for the configured dead-letter topic.
     pub fn new(config: &KafkaConfig) -> Result<Self, SinkError> {
-        let producer: FutureProducer = config
-            .client_config()
-            .set("message.timeout.ms", "30000")
-            .set("linger.ms", "5")
-            .create()
-            .map_err(|e| SinkError::Backend {
-                sink: NAME,
-                detail: format!("cannot create a producer: {e}"),
-            })?;
+        let mut client = config.client_config();
+        client
+            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+            .set("linger.ms", "5");
         Ok(DeadLetterTopic {
-            producer,
+            producer: create(&client)?,
+            client,
             topic: config.dead_letter_topic(),
+            healthy: true,
         })
     }
+
+    /// Replaces the producer with a new one; the old one is dropped off the runtime's workers
+    /// (librdkafka's teardown purges, flushes and joins its threads).
+    fn renew(&mut self) -> Result<(), SinkError> {
+        let old = std::mem::replace(&mut self.producer, create(&self.client)?);
+        tokio::task::spawn_blocking(move || drop(old));
+        tracing::info!(
+            topic = %self.topic,
+            "A new dead-letter producer after a failed write (a stuck librdkafka client does \
+             not recover by itself)."
+        );
+        Ok(())
+    }
+}
+
+fn create(client: &ClientConfig) -> Result<FutureProducer, SinkError> {
+    client.create().map_err(|e| SinkError::Backend {
+        sink: NAME,
+        detail: format!("cannot create a producer: {e}"),
+    })
 }
 
 impl Sink for DeadLetterTopic {
@@ -60,6 +91,11 @@ impl Sink for DeadLetterTopic {
         if batch.dead_letters.is_empty() {
             return Ok(());
         }
+        if !self.healthy {
+            self.renew()?;
+        }
+        // Cleared until the write goes through: an error, or a timeout that drops this future.
+        self.healthy = false;
         let items: Vec<(String, String)> = batch
             .dead_letters
             .iter()
@@ -81,6 +117,7 @@ impl Sink for DeadLetterTopic {
                 sink: NAME,
                 detail: format!("cannot produce to {}: {e}", self.topic),
             })?;
+        self.healthy = true;
         Ok(())
     }
 }

@@ -514,9 +514,15 @@ fn log_notice(n: &Notice) {
         } => {
             tracing::warn!(attempts, retry_in_ms, error = %error, "Storing the checkpoint failed; retrying.")
         }
-        Notice::CommitFailed { error } => tracing::warn!(
+        Notice::CommitFailed {
+            attempts,
+            retry_in_ms,
+            error,
+        } => tracing::warn!(
+            attempts,
+            retry_in_ms,
             error = %error,
-            "Committing offsets failed; the next checkpoint's commit supersedes it."
+            "Committing offsets failed; retrying, unless a newer checkpoint's commit comes first."
         ),
         Notice::Backpressure {
             engaged,
