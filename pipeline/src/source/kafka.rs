@@ -137,6 +137,8 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer>,
     config: KafkaConfig,
     partitions: Vec<(Topic, i32)>,
+    /// Each partition's topic name, by index in `partitions`.
+    names: Vec<String>,
     /// Each partition's high watermark as last fetched (-1 until known), by index in
     /// `partitions`.
     ends: Arc<Vec<AtomicI64>>,
@@ -228,19 +230,22 @@ impl KafkaSource {
         let ends: Arc<Vec<AtomicI64>> =
             Arc::new(partitions.iter().map(|_| AtomicI64::new(-1)).collect());
         let stop = Arc::new(AtomicBool::new(false));
-        let names = partitions
+        let names: Vec<String> = partitions
             .iter()
-            .map(|(t, p)| (config.topic_name(*t), *p))
+            .map(|(t, _)| config.topic_name(*t))
             .collect();
+        let watched = names.iter().cloned().zip(partitions.iter().map(|p| p.1));
+        let watched = watched.collect();
         let (c, e, st) = (Arc::clone(&consumer), Arc::clone(&ends), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("kafka-watermarks".into())
-            .spawn(move || watch_watermarks(c, names, e, st))
+            .spawn(move || watch_watermarks(c, watched, e, st))
             .map_err(|e| backend(format!("cannot start the watermark thread: {e}")))?;
         Ok(KafkaSource {
             consumer,
             config,
             partitions,
+            names,
             ends,
             stop,
         })
@@ -275,10 +280,9 @@ impl KafkaSource {
             .iter()
             .enumerate()
             .map(|(i, &(t, p))| {
-                let name = self.config.topic_name(t);
                 let next = positions
                     .as_ref()
-                    .and_then(|tpl| tpl.find_partition(&name, p))
+                    .and_then(|tpl| tpl.find_partition(&self.names[i], p))
                     .and_then(|e| e.offset().to_raw())
                     .filter(|o| *o >= 0);
                 let end = Some(self.ends[i].load(Ordering::Relaxed)).filter(|hi| *hi >= 0);
