@@ -21,6 +21,10 @@ import org.apache.kafka.common.TopicPartition;
  *   delete BOOTSTRAP PREFIX                delete every topic whose name starts with PREFIX
  *   ends   BOOTSTRAP TOPIC...              print "topic records" (sum of the partitions' end
  *                                          offsets) for each topic, one a line
+ *   watch  BOOTSTRAP PERIOD_MS TOPIC...    every PERIOD_MS until killed, print one line
+ *                                          "epoch_ms records..." (each topic's end offsets
+ *                                          summed, in the order given): the input offered so far
+ *                                          on fresh topics, read by one JVM for a whole run
  */
 public class KafkaTool {
     public static void main(String[] args) throws Exception {
@@ -66,20 +70,29 @@ public class KafkaTool {
                     for (int i = 2; i < args.length; i++) {
                         names.add(args[i]);
                     }
-                    Map<String, TopicDescription> desc =
-                        admin.describeTopics(names).allTopicNames().get(30, TimeUnit.SECONDS);
-                    Map<TopicPartition, OffsetSpec> ask = new HashMap<>();
-                    desc.forEach((name, d) -> d.partitions().forEach(
-                        part -> ask.put(new TopicPartition(name, part.partition()), OffsetSpec.latest())));
-                    var ends = admin.listOffsets(ask).all().get(30, TimeUnit.SECONDS);
-                    for (String name : names) {
-                        long sum = 0;
-                        for (var e : ends.entrySet()) {
-                            if (e.getKey().topic().equals(name)) {
-                                sum += e.getValue().offset();
-                            }
+                    long[] sums = ends(admin, names, partitions(admin, names));
+                    for (int i = 0; i < names.size(); i++) {
+                        System.out.println(names.get(i) + " " + sums[i]);
+                    }
+                }
+                case "watch" -> {
+                    long period = Long.parseLong(args[2]);
+                    List<String> names = new ArrayList<>();
+                    for (int i = 3; i < args.length; i++) {
+                        names.add(args[i]);
+                    }
+                    // The partitions are asked once: the benchmark creates its topics before.
+                    Map<TopicPartition, OffsetSpec> ask = partitions(admin, names);
+                    while (true) {
+                        long t0 = System.currentTimeMillis();
+                        long[] sums = ends(admin, names, ask);
+                        StringBuilder line = new StringBuilder().append(System.currentTimeMillis());
+                        for (long s : sums) {
+                            line.append(' ').append(s);
                         }
-                        System.out.println(name + " " + sum);
+                        System.out.println(line);
+                        System.out.flush();
+                        Thread.sleep(Math.max(0, period - (System.currentTimeMillis() - t0)));
                     }
                 }
                 default -> {
@@ -88,5 +101,25 @@ public class KafkaTool {
                 }
             }
         }
+    }
+
+    /** Every partition of the topics, each asked for its latest offset. */
+    static Map<TopicPartition, OffsetSpec> partitions(Admin admin, List<String> names) throws Exception {
+        Map<String, TopicDescription> desc =
+            admin.describeTopics(names).allTopicNames().get(30, TimeUnit.SECONDS);
+        Map<TopicPartition, OffsetSpec> ask = new HashMap<>();
+        desc.forEach((name, d) -> d.partitions().forEach(
+            part -> ask.put(new TopicPartition(name, part.partition()), OffsetSpec.latest())));
+        return ask;
+    }
+
+    /** Each topic's end offsets summed over its partitions, in the order of `names`. */
+    static long[] ends(Admin admin, List<String> names, Map<TopicPartition, OffsetSpec> ask) throws Exception {
+        var ends = admin.listOffsets(ask).all().get(30, TimeUnit.SECONDS);
+        long[] sums = new long[names.size()];
+        for (var e : ends.entrySet()) {
+            sums[names.indexOf(e.getKey().topic())] += e.getValue().offset();
+        }
+        return sums;
     }
 }

@@ -12,6 +12,13 @@ Called by run.sh (which installs Spark, builds the binaries and exports where th
   live     each job in turn reads fresh topics while the generator produces the default city in
            real time for `--live-seconds`; latency of every alert row (the three per-record
            queries) = when it reached the null sink - the Kafka timestamp of its record.
+  search   sustainable throughput, the definition of `simulator bench`: for each load factor of
+           `--search-loads` in turn, each job on fresh topics while the generator produces the
+           city at that load factor in real time for `--search-warmup-seconds` +
+           `--search-window-seconds`; the job's lag (records on its three topics not yet
+           processed) sampled once a second; sustained iff the producer kept its schedule and
+           the lag grew by less than 2 s of offered input over the window. A job's search stops
+           at its first step not sustained.
 
 It prints a table with both jobs' figures and the ratios, and writes `results.json` and
 `table.md` to `--out`. Only the standard library: `python3 -m py_compile bench.py` checks it.
@@ -23,10 +30,12 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 READ_TOPICS = ("traffic-sensors", "public-transport", "incidents")
@@ -205,17 +214,19 @@ def generator(args, prefix, extra, out_dir, name):
 # --------------------------------------------------------------------------------------------
 # The jobs
 # --------------------------------------------------------------------------------------------
-def ours_cmd(args, prefix, out_dir, tag, idle_exit_ms=None):
+def ours_cmd(args, prefix, out_dir, tag, idle_exit_ms=None, engine=None, metrics=None):
     cmd = [
         os.environ["PIPELINE_BIN"], "streaming", "--sink", "null", "--no-console",
         "--topic-prefix", prefix, "--group-id", f"{prefix}ours-{tag}",
         "--checkpoint-dir", os.path.join(out_dir, f"checkpoint-ours-{tag}"),
-        "--engine-config", os.path.join(HERE, "engine.toml"),
+        "--engine-config", engine or os.path.join(HERE, "engine.toml"),
         "--report-json", os.path.join(out_dir, f"ours-{tag}.json"),
         "--ready-attempts", "10",
     ]
     if idle_exit_ms is not None:
         cmd += ["--idle-exit-ms", str(idle_exit_ms)]
+    if metrics is not None:
+        cmd += ["--metrics-addr", metrics]
     return cmd
 
 
@@ -350,6 +361,231 @@ def live(args, job, out_dir, stamp):
             "seconds": end_at - ready_at}
 
 
+# --------------------------------------------------------------------------------------------
+# Sustainable throughput: a live search at rising load factors
+# --------------------------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def search_engine_config(path, load):
+    """Ours' engine for a load step: engine.toml's settings with the device bounds raised to fit
+    `load` times the thesis city's devices, as `simulator bench` raises them (the defaults hold
+    4,096 devices a topic, the city at about 120x), so no record is refused for a bound."""
+    devices = max(40 * load, 4096)
+    with open(os.path.join(HERE, "engine.toml")) as f:
+        base = f.read()
+    with open(path, "w") as f:
+        f.write(base + f"max_devices_per_topic = {devices}\nmax_vehicles_per_window = {devices}\n"
+                f"max_interned_strings = {16_384 + devices}\n")
+    return path
+
+
+class Ends:
+    """The end offsets of the three read topics, summed, once every `period_ms`, by one
+    KafkaTool JVM for the whole step (so no JVM starts while the job is measured)."""
+
+    def __init__(self, args, prefix, out_dir, name, period_ms=500):
+        cmd = ["java", "-cp", os.environ["SPARK_PEER_TOOL_CP"], os.path.join(HERE, "KafkaTool.java"),
+               "watch", args.bootstrap, str(period_ms)] + [prefix + t for t in READ_TOPICS]
+        self.t = Tracked(name, cmd, dict(os.environ), out_dir, period_s=1.0)
+
+    def latest(self):
+        """(epoch s of the reading, records on the three topics), or None before the first."""
+        with open(self.t.stdout_path) as f:
+            lines = [l.split() for l in f.read().splitlines()]
+        lines = [l for l in lines if len(l) == 1 + len(READ_TOPICS)]
+        if not lines:
+            return None
+        return int(lines[-1][0]) / 1000.0, sum(int(x) for x in lines[-1][1:])
+
+    def stop(self):
+        self.t.signal(signal.SIGTERM)
+        try:
+            self.t.wait(timeout=30)
+        except RuntimeError:
+            pass  # killed by the signal, as meant
+
+
+def ours_processed(metrics):
+    """Records of the three read topics our job has handed to its engine
+    (`pipeline_records_in_total`, per partition), or None while /metrics does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("pipeline_records_in_total{"):
+            labels, value = line.rsplit(" ", 1)
+            if any(f'topic="{t}"' in labels for t in READ_TOPICS):
+                total += int(float(value))
+    return total
+
+
+def spark_processed(progress_file, prefix):
+    """Records of the three read topics every Spark query reading them has processed: per topic
+    the least over its queries of the offsets of their last committed micro-batch (job.py's
+    progress file), summed; None before every query has reported."""
+    try:
+        with open(progress_file) as f:
+            queries = json.load(f)["queries"]
+    except (OSError, ValueError):
+        return None
+    per_topic = {}
+    for done in queries.values():
+        for topic, n in done.items():
+            per_topic.setdefault(topic, []).append(n)
+    # traffic-sensors feeds three queries, the other two topics two each.
+    readers = {"traffic-sensors": 3, "public-transport": 2, "incidents": 2}
+    total = 0
+    for t, n in readers.items():
+        seen = per_topic.get(prefix + t, [])
+        if len(seen) < n:
+            return None
+        total += min(seen)
+    return total
+
+
+def machine_ticks():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def slope(points):
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(p[0] for p in points) / n
+    my = sum(p[1] for p in points) / n
+    var = sum((p[0] - mx) ** 2 for p in points)
+    return 0.0 if var == 0 else sum((p[0] - mx) * (p[1] - my) for p in points) / var
+
+
+def search_step(args, job, load, out_dir, stamp):
+    """One load step of one job: fresh topics, the job started and reading, the city at `load`
+    produced in real time for the warm-up and the window, the lag sampled once a second."""
+    prefix = f"spark-bench-{stamp}-s{load}-{job}-"
+    tag = f"search-{load}x"
+    kafka_tool("create", args.bootstrap, str(args.partitions), *[prefix + t for t in ALL_TOPICS])
+    ends = Ends(args, prefix, out_dir, f"ends-{job}-{load}x")
+    if job == "ours":
+        metrics = f"127.0.0.1:{free_port()}"
+        engine = search_engine_config(os.path.join(out_dir, f"engine-{load}x.toml"), load)
+        t = Tracked(f"ours-{tag}", ours_cmd(args, prefix, out_dir, tag, engine=engine, metrics=metrics),
+                    ours_env(), out_dir)
+        wait_for(lambda: "Started" in t.stdout_text() or t.poll(), 120, "our job's start")
+        processed = lambda: ours_processed(metrics)
+    else:
+        ready = os.path.join(out_dir, f"spark-{tag}.ready")
+        stop = os.path.join(out_dir, f"spark-{tag}.stop")
+        progress = os.path.join(out_dir, f"spark-{tag}.progress.json")
+        t = Tracked(f"spark-{tag}", spark_cmd(args, prefix, out_dir, tag, [
+            "--mode", "live", "--all-asap", "--ready-file", ready, "--stop-file", stop,
+            "--progress-file", progress]), spark_env(), out_dir)
+        wait_for(lambda: os.path.exists(ready) or t.poll(), 300, "Spark's start")
+        processed = lambda: spark_processed(progress, prefix)
+    if t.poll():
+        t.wait()  # raises with its stderr
+    wait_for(lambda: ends.latest() is not None and processed() is not None, 60,
+             f"the first lag reading of {job}")
+    total_s = args.search_warmup_seconds + args.search_window_seconds
+    cfg = city_config(os.path.join(out_dir, f"city-{load}x.toml"), load)
+    start = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    log(f"{job} at {load}x: producing the city in real time for {total_s} s")
+    g = generator(args, prefix, ["--config", cfg, "--start", start, "--duration", f"{total_s}s"],
+                  out_dir, f"generator-{job}-{load}x")
+    t0 = g.started
+    busy0 = machine_ticks()
+    samples = []  # (s since t0, records on the topics, records processed)
+    next_s = 1.0
+    try:
+        while not g.poll():
+            if t.poll():
+                raise RuntimeError(f"{job} exited during the {load}x step; see {t.stderr_path}")
+            if time.time() - t0 >= next_s:
+                next_s += 1.0
+                e, p = ends.latest(), processed()
+                if e is not None and p is not None:
+                    samples.append((time.time() - t0, e[1], p))
+            time.sleep(0.05)
+        g.wait()
+        busy1 = machine_ticks()
+        gen_s = g.ended - g.started
+    finally:
+        if job == "ours":
+            t.signal(signal.SIGINT)
+        else:
+            open(stop, "w").close()
+        try:
+            t.wait(timeout=300)
+        finally:
+            ends.stop()
+            kafka_tool("delete", args.bootstrap, prefix)
+    offered = samples[-1][1] if samples else 0
+    # After the generator's exit and flush every record of the step is on the topics.
+    offered = max(offered, ends.latest()[1])
+    offered_per_s = offered / total_s
+    w0, w1 = args.search_warmup_seconds, total_s
+    window = [(x, max(0, e - p)) for x, e, p in samples if w0 <= x <= w1]
+    head = [l for x, l in window if x < w0 + 10]
+    tail = [l for x, l in window if x > w1 - 10]
+    mean = lambda xs: sum(xs) / max(1, len(xs))
+    lag_start, lag_end = mean(head), mean(tail)
+    produced_per_s = slope([(x, e) for x, e, _ in samples if w0 <= x <= w1])
+    # The generator's last tick is due 5 s before the end of its duration: a producer that kept
+    # its schedule exits before the duration is up (the flush included).
+    producer_overrun_s = gen_s - total_s
+    producer_ok = producer_overrun_s <= 0
+    peak, cpu = t.window(t0 + w0, t0 + w1)
+    _, gen_cpu = g.window(t0 + w0, t0 + w1)
+    growth_s = (lag_end - lag_start) / offered_per_s if offered_per_s else None
+    enough = len(window) >= args.search_window_seconds // 2
+    step = {
+        "job": job, "load_factor": load, "offered_records": offered,
+        "offered_per_s": offered_per_s, "produced_per_s_in_window": produced_per_s,
+        "generator_s": gen_s, "producer_overrun_s": producer_overrun_s,
+        "producer_kept_up": producer_ok, "lag_start": lag_start, "lag_end": lag_end,
+        "lag_growth_s_of_input": growth_s, "lag_slope_per_s": slope(window),
+        "window_samples": len(window),
+        "sustained": bool(enough and producer_ok and growth_s is not None and growth_s < 2.0),
+        "cpu_percent": 100 * cpu / args.search_window_seconds, "peak_rss": peak,
+        "generator_cpu_percent": 100 * gen_cpu / args.search_window_seconds,
+        "machine_busy_percent": 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+        "samples": samples,
+    }
+    log(f"{job} at {load}x: offered {offered_per_s:,.0f}/s, produced {produced_per_s:,.0f}/s "
+        f"(generator {gen_s:.1f} s of {total_s}), lag {lag_start:,.0f} -> {lag_end:,.0f} "
+        f"({growth_s if growth_s is not None else float('nan'):+.2f} s of input), CPU "
+        f"{step['cpu_percent']:.0f} %: {'sustained' if step['sustained'] else 'NOT sustained'}"
+        + ("" if producer_ok else " (the producer fell behind its schedule)"))
+    return step
+
+
+def search(args, out_dir, stamp):
+    """Each job in turn over the load factors, up to its first step not sustained."""
+    res = {}
+    for job in ("ours", "spark"):
+        steps = []
+        for load in args.search_loads:
+            step = search_step(args, job, load, out_dir, stamp)
+            steps.append(step)
+            if not step["sustained"]:
+                break
+        ok = [s for s in steps if s["sustained"]]
+        best = max(ok, key=lambda s: s["load_factor"]) if ok else None
+        res[job] = {"steps": steps, "best": best,
+                    # The highest load tried was sustained: the search found a floor, not a limit.
+                    "at_ceiling": best is not None and best["load_factor"] == max(args.search_loads)}
+    return res
+
+
 def percentiles(samples):
     """Nearest-rank percentiles, ms."""
     if not samples:
@@ -403,11 +639,42 @@ def table(r):
             ("live: peak RSS (MiB)", mib(lo["peak_rss"]), mib(ls["peak_rss"]), "spark/ours"),
             ("live: CPU (% of one core)", 100 * lo["cpu_s"] / lo["seconds"], 100 * ls["cpu_s"] / ls["seconds"], "spark/ours"),
         ]
+    if "search" in r:
+        so, ss = r["search"]["ours"], r["search"]["spark"]
+        bo, bs = so["best"] or {}, ss["best"] or {}
+        rows += [
+            ("sustained: highest load factor", bo.get("load_factor"), bs.get("load_factor"), "ours/spark"),
+            ("sustained: records/s (3 topics)", bo.get("offered_per_s"), bs.get("offered_per_s"), "ours/spark"),
+            ("sustained: CPU at it (% of one core)", bo.get("cpu_percent"), bs.get("cpu_percent"), "spark/ours"),
+            ("sustained: peak RSS at it (MiB)", mib(bo.get("peak_rss")), mib(bs.get("peak_rss")), "spark/ours"),
+        ]
     lines = ["| figure | ours (Rust) | Spark " + r["spark_version"] + " | ratio |", "|---|---:|---:|---:|"]
     for name, a, b, how in rows:
         rt = "" if how is None else (ratio(b, a) if how == "spark/ours" else ratio(a, b)) + f" ({how})"
         lines.append(f"| {name} | {fmt(a)} | {fmt(b)} | {rt} |")
-    return "\n".join(lines) + "\n\n" + rows_check(r)
+    out = "\n".join(lines) + "\n\n" + rows_check(r)
+    if "search" in r:
+        out += "\n\n" + search_table(r)
+    return out
+
+
+def search_table(r):
+    """Every load step of the search, both jobs."""
+    lines = ["| job | load | offered/s | produced/s | generator s (of) | lag start -> end | growth (s of input) "
+             "| CPU % | peak RSS MiB | generator CPU % | machine busy % | sustained |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    total_s = r["args"]["search_warmup_seconds"] + r["args"]["search_window_seconds"]
+    for job in ("ours", "spark"):
+        for s in r["search"][job]["steps"]:
+            verdict = "yes" if s["sustained"] else ("no (producer behind)" if not s["producer_kept_up"] else "no")
+            lines.append(
+                f"| {job} | {s['load_factor']}x | {fmt(s['offered_per_s'])} | {fmt(s['produced_per_s_in_window'])} "
+                f"| {s['generator_s']:.1f} ({total_s}) | {fmt(s['lag_start'])} -> {fmt(s['lag_end'])} "
+                f"| {s['lag_growth_s_of_input']:+.2f} | {fmt(s['cpu_percent'])} | {fmt(s['peak_rss'] / 2**20)} "
+                f"| {fmt(s['generator_cpu_percent'])} | {fmt(s['machine_busy_percent'])} | {verdict} |")
+        if r["search"][job]["at_ceiling"]:
+            lines.append(f"| {job} | | | | | | | | | | | the highest load tried was sustained: a floor, not a limit |")
+    return "\n".join(lines)
 
 
 def rows_check(r):
@@ -424,6 +691,22 @@ def rows_check(r):
     return "\n".join(lines)
 
 
+def source_state():
+    """The commit the binaries were built from and the files changed in the working tree (which
+    the build included), so a result says what it measured."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+    git = lambda *a: subprocess.run(["git", "-C", root] + list(a), capture_output=True, text=True).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD"),
+            "changed": git("status", "--short", "--untracked-files=no").splitlines(),
+            "pipeline_bin": os.environ.get("PIPELINE_BIN"), "generator_bin": os.environ.get("GENERATOR_BIN")}
+
+
+def save(r, out_dir):
+    """results.json as far as the run got (rewritten after each phase)."""
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(r, f, indent=1, default=str)
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="spark-peer-results")
@@ -435,12 +718,18 @@ def main(argv):
     p.add_argument("--live-seconds", type=int, default=300)
     p.add_argument("--live-grace-seconds", type=int, default=5)
     p.add_argument("--skip-live", action="store_true")
+    p.add_argument("--search-loads", default="500,1000,2000,3000,4000,5000",
+                   help="load factors of the sustainable-throughput search, ascending")
+    p.add_argument("--search-warmup-seconds", type=int, default=20)
+    p.add_argument("--search-window-seconds", type=int, default=60)
+    p.add_argument("--skip-search", action="store_true", help="no sustainable-throughput search")
     p.add_argument("--spark-cores", type=int, default=2)
     p.add_argument("--spark-driver-memory", default="1g")
     p.add_argument("--spark-shuffle-partitions", type=int, default=2)
     p.add_argument("--keep-topics", action="store_true")
     p.add_argument("--render", metavar="RESULTS_JSON", help="only print the table of a results.json")
     args = p.parse_args(argv)
+    args.search_loads = sorted(int(x) for x in str(args.search_loads).split(",") if x.strip())
     if args.render:
         print(table(json.load(open(args.render))))
         return
@@ -449,7 +738,13 @@ def main(argv):
     prefix = f"spark-bench-{stamp}-backlog-"
     r = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
          "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+         "command": " ".join(sys.argv), "source": source_state(),
          "spark_version": os.environ.get("SPARK_PEER_VERSION", "?"), "args": vars(args)}
+    # The machine's load average every 10 s over the whole run: it is shared, and a figure
+    # measured while something else ran should be read with that load beside it.
+    r["machine"]["load_avg_samples"] = loads = []
+    threading.Thread(target=lambda: [loads.append((round(time.time()), os.getloadavg()[0])) or time.sleep(10)
+                                     for _ in iter(int, 1)], daemon=True).start()
     try:
         # The backlog: ends 10 minutes ago, so no record is in the future and all are within
         # Kafka's retention.
@@ -472,20 +767,28 @@ def main(argv):
         log(f"spark: warm drain {r['drain']['spark']['warm']['drain_s']:.1f} s")
         r["rows"] = {"ours": {q: c for q, c in r["drain"]["ours"]["warm"]["report"]["queries"].items()},
                      "spark": r["drain"]["spark"]["rows"]}
+        save(r, args.out)
         if not args.skip_live:
             r["live"] = {job: live(args, job, args.out, stamp) for job in ("ours", "spark")}
+            save(r, args.out)
+        if not args.skip_search:
+            r["search"] = search(args, args.out, stamp)
     finally:
+        r["machine"]["load_avg_at_end"] = os.getloadavg()
         if not args.keep_topics:
             try:
                 log(kafka_tool("delete", args.bootstrap, f"spark-bench-{stamp}-").strip())
             except subprocess.CalledProcessError as e:
                 log(f"could not delete the topics spark-bench-{stamp}-*: {e.stderr[-500:]}")
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(r, f, indent=1, default=str)
+        save(r, args.out)
     t = table(r)
     head = (f"Measured {r['date']} on {r['machine']['cpus']} cores (load average at start "
-            f"{r['machine']['load_avg_at_start'][0]:.1f}); backlog {args.backlog} of the city at "
-            f"load factor {args.load_factor}, seed {args.seed}, {args.partitions} partitions a topic.")
+            f"{r['machine']['load_avg_at_start'][0]:.1f}, at end {r['machine']['load_avg_at_end'][0]:.1f}); "
+            f"backlog {args.backlog} of the city at load factor {args.load_factor}, seed {args.seed}, "
+            f"{args.partitions} partitions a topic.")
+    la = [x[1] for x in r["machine"]["load_avg_samples"]]
+    if la:
+        head += f" 1-minute load average over the run: mean {sum(la) / len(la):.1f}, max {max(la):.1f}."
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(head + "\n\n" + t + "\n")
     print(head + "\n\n" + t)

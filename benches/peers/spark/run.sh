@@ -6,11 +6,14 @@
 #   bash benches/peers/spark/run.sh [bench.py options]
 #       --backlog 2h --load-factor 10   backlog of city time and load factor (defaults)
 #       --live-seconds 300              length of each job's live latency run
-#       --skip-live                     throughput and memory only
+#       --skip-live                     no live latency run
+#       --search-loads 500,1000,...     load factors of the sustainable-throughput search
+#       --search-warmup-seconds 20 --search-window-seconds 60
+#       --skip-search                   no sustainable-throughput search (~18 min less)
 #       --out DIR                       results (default target/spark-peer/<UTC time>)
 #
 # It installs pyspark and the Kafka connector (setup.sh, cached), builds the release `pipeline`
-# and `generator`, then runs bench.py, which prints the table and writes results.json and
+# and `generator` (unless PIPELINE_BIN and GENERATOR_BIN name them), then runs bench.py, which prints the table and writes results.json and
 # table.md to the results folder. Every topic it makes starts with `spark-bench-<time>-` and is
 # deleted at the end (`--keep-topics` keeps them).
 set -euo pipefail
@@ -23,11 +26,15 @@ bash "$ROOT/scripts/services.sh" status >/dev/null ||
     { echo "run.sh: the services are not all running; start them with: bash scripts/services.sh up" >&2; exit 1; }
 eval "$(bash "$HERE/setup.sh" env)"
 
-echo "run.sh: building the release pipeline and generator..." >&2
-(cd "$ROOT" && cargo build --release -q -p pipeline --features services --bin pipeline &&
-    cargo build --release -q -p generator --features kafka --bin generator)
-export PIPELINE_BIN=$ROOT/target/release/pipeline
-export GENERATOR_BIN=$ROOT/target/release/generator
+# PIPELINE_BIN and GENERATOR_BIN, when both are set, are measured instead of building this tree
+# (e.g. binaries built from a clean checkout of a commit while the tree has edits in flight).
+if [[ -z ${PIPELINE_BIN:-} || -z ${GENERATOR_BIN:-} ]]; then
+    echo "run.sh: building the release pipeline and generator..." >&2
+    (cd "$ROOT" && cargo build --release -q -p pipeline --features services --bin pipeline &&
+        cargo build --release -q -p generator --features kafka --bin generator)
+    export PIPELINE_BIN=$ROOT/target/release/pipeline
+    export GENERATOR_BIN=$ROOT/target/release/generator
+fi
 
 out=$ROOT/target/spark-peer/$(date -u +%Y%m%dT%H%M%SZ)
 args=("$@")
