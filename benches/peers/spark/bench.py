@@ -571,7 +571,7 @@ def search_step(args, job, load, out_dir, stamp):
 def search(args, out_dir, stamp):
     """Each job in turn over the load factors, up to its first step not sustained."""
     res = {}
-    for job in ("ours", "spark"):
+    for job in args.search_jobs:
         steps = []
         for load in args.search_loads:
             step = search_step(args, job, load, out_dir, stamp)
@@ -626,6 +626,8 @@ def ratio(a, b):
 
 def table(r):
     mib = lambda b: None if b is None else b / 2**20
+    if "drain" not in r:  # --only-search
+        return search_table(r)
     o, s = r["drain"]["ours"], r["drain"]["spark"]
     n = r["backlog"]["records"]
     rows = [
@@ -649,7 +651,7 @@ def table(r):
             ("live: peak RSS (MiB)", mib(lo["peak_rss"]), mib(ls["peak_rss"]), "spark/ours"),
             ("live: CPU (% of one core)", 100 * lo["cpu_s"] / lo["seconds"], 100 * ls["cpu_s"] / ls["seconds"], "spark/ours"),
         ]
-    if "search" in r:
+    if "ours" in r.get("search", {}) and "spark" in r.get("search", {}):
         so, ss = r["search"]["ours"], r["search"]["spark"]
         bo, bs = so["best"] or {}, ss["best"] or {}
         # A job that kept up with the highest load tried has a floor, not a limit: "≥".
@@ -686,7 +688,7 @@ def search_table(r):
              "| CPU % | peak RSS MiB | generator CPU % | machine busy % | sustained |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     total_s = r["args"]["search_warmup_seconds"] + r["args"]["search_window_seconds"]
-    for job in ("ours", "spark"):
+    for job in r["search"]:
         for s in r["search"][job]["steps"]:
             verdict = "yes" if s["sustained"] else ("no (producer behind)" if not s["producer_kept_up"] else "no")
             lines.append(
@@ -745,6 +747,8 @@ def main(argv):
     p.add_argument("--search-warmup-seconds", type=int, default=20)
     p.add_argument("--search-window-seconds", type=int, default=60)
     p.add_argument("--skip-search", action="store_true", help="no sustainable-throughput search")
+    p.add_argument("--search-jobs", default="ours,spark", help="the jobs the search measures")
+    p.add_argument("--only-search", action="store_true", help="no backlog, drain or live run")
     p.add_argument("--spark-cores", type=int, default=2)
     p.add_argument("--spark-driver-memory", default="1g")
     p.add_argument("--spark-shuffle-partitions", type=int, default=2)
@@ -752,6 +756,7 @@ def main(argv):
     p.add_argument("--render", metavar="RESULTS_JSON", help="only print the table of a results.json")
     args = p.parse_args(argv)
     args.search_loads = sorted(int(x) for x in str(args.search_loads).split(",") if x.strip())
+    args.search_jobs = [j for j in str(args.search_jobs).split(",") if j in ("ours", "spark")]
     if args.render:
         print(table(json.load(open(args.render))))
         return
@@ -768,33 +773,36 @@ def main(argv):
     threading.Thread(target=lambda: [loads.append((round(time.time()), os.getloadavg()[0])) or time.sleep(10)
                                      for _ in iter(int, 1)], daemon=True).start()
     try:
-        # The backlog: ends 10 minutes ago, so no record is in the future and all are within
-        # Kafka's retention.
-        hours = {"h": 3600, "m": 60, "s": 1}
-        span_s = int(args.backlog[:-1]) * hours[args.backlog[-1]]
-        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=span_s + 600)
-        cfg = city_config(os.path.join(args.out, "city-backlog.toml"), args.load_factor)
-        log(f"producing the backlog: {args.backlog} at load factor {args.load_factor} to {prefix}*")
-        generator(args, prefix, ["--config", cfg, "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                 "--duration", args.backlog, "--max-speed"], args.out,
-                  "generator-backlog").wait(timeout=1800)
-        kafka_tool("delete", args.bootstrap, prefix + "parking")
-        counts = topic_records(args.bootstrap, prefix, READ_TOPICS)
-        r["backlog"] = {"topics": counts, "records": sum(counts.values()), "span": args.backlog,
-                        "load_factor": args.load_factor}
-        log(f"backlog: {r['backlog']['records']:,} records {counts}")
-        r["drain"] = {"ours": drain_ours(args, prefix, args.out, r["backlog"]["records"])}
-        log(f"ours: warm drain {r['drain']['ours']['warm']['drain_s']:.1f} s")
-        r["drain"]["spark"] = drain_spark(args, prefix, args.out, r["backlog"]["records"])
-        log(f"spark: warm drain {r['drain']['spark']['warm']['drain_s']:.1f} s")
-        r["rows"] = {"ours": {q: c for q, c in r["drain"]["ours"]["warm"]["report"]["queries"].items()},
-                     "spark": r["drain"]["spark"]["rows"]}
-        save(r, args.out)
-        if not args.skip_live:
-            r["live"] = {job: live(args, job, args.out, stamp) for job in ("ours", "spark")}
-            save(r, args.out)
-        if not args.skip_search:
+        if args.only_search:
             r["search"] = search(args, args.out, stamp)
+        else:
+            # The backlog: ends 10 minutes ago, so no record is in the future and all are within
+            # Kafka's retention.
+            hours = {"h": 3600, "m": 60, "s": 1}
+            span_s = int(args.backlog[:-1]) * hours[args.backlog[-1]]
+            start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=span_s + 600)
+            cfg = city_config(os.path.join(args.out, "city-backlog.toml"), args.load_factor)
+            log(f"producing the backlog: {args.backlog} at load factor {args.load_factor} to {prefix}*")
+            generator(args, prefix, ["--config", cfg, "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                     "--duration", args.backlog, "--max-speed"], args.out,
+                      "generator-backlog").wait(timeout=1800)
+            kafka_tool("delete", args.bootstrap, prefix + "parking")
+            counts = topic_records(args.bootstrap, prefix, READ_TOPICS)
+            r["backlog"] = {"topics": counts, "records": sum(counts.values()), "span": args.backlog,
+                            "load_factor": args.load_factor}
+            log(f"backlog: {r['backlog']['records']:,} records {counts}")
+            r["drain"] = {"ours": drain_ours(args, prefix, args.out, r["backlog"]["records"])}
+            log(f"ours: warm drain {r['drain']['ours']['warm']['drain_s']:.1f} s")
+            r["drain"]["spark"] = drain_spark(args, prefix, args.out, r["backlog"]["records"])
+            log(f"spark: warm drain {r['drain']['spark']['warm']['drain_s']:.1f} s")
+            r["rows"] = {"ours": {q: c for q, c in r["drain"]["ours"]["warm"]["report"]["queries"].items()},
+                         "spark": r["drain"]["spark"]["rows"]}
+            save(r, args.out)
+            if not args.skip_live:
+                r["live"] = {job: live(args, job, args.out, stamp) for job in ("ours", "spark")}
+                save(r, args.out)
+            if not args.skip_search:
+                r["search"] = search(args, args.out, stamp)
     finally:
         r["machine"]["load_avg_at_end"] = os.getloadavg()
         if not args.keep_topics:
@@ -806,8 +814,9 @@ def main(argv):
     t = table(r)
     head = (f"Measured {r['date']} on {r['machine']['cpus']} cores (load average at start "
             f"{r['machine']['load_avg_at_start'][0]:.1f}, at end {r['machine']['load_avg_at_end'][0]:.1f}); "
-            f"backlog {args.backlog} of the city at load factor {args.load_factor}, seed {args.seed}, "
-            f"{args.partitions} partitions a topic.")
+            + ("the search only" if args.only_search else
+               f"backlog {args.backlog} of the city at load factor {args.load_factor}") +
+            f", seed {args.seed}, {args.partitions} partitions a topic.")
     la = [x[1] for x in r["machine"]["load_avg_samples"]]
     if la:
         head += f" 1-minute load average over the run: mean {sum(la) / len(la):.1f}, max {max(la):.1f}."

@@ -9,7 +9,8 @@
 #       --skip-live                     no live latency run
 #       --search-loads 500,1000,...     load factors of the sustainable-throughput search
 #       --search-warmup-seconds 20 --search-window-seconds 60
-#       --skip-search                   no sustainable-throughput search (~18 min less)
+#       --skip-search                   no sustainable-throughput search (~14 min less)
+#       --only-search --search-jobs ours   the search alone, of one job or both
 #       --out DIR                       results (default target/spark-peer/<UTC time>)
 #
 # It installs pyspark and the Kafka connector (setup.sh, cached), builds the release `pipeline`
