@@ -52,12 +52,19 @@
 //! datetimes, so range queries and indexes work natively; [`document_to_row`] turns them back
 //! into the row's RFC 3339 text, so a read-back gives the same canonical row JSON as the engine
 //! emitted.
+//!
+//! A batch's documents are held as encoded BSON ([`RawDocumentBuf`], the bytes the driver sends)
+//! from the moment they are made until the server acknowledged them, never as [`Document`]s: a
+//! `Document` keeps every field name and string value in an allocation of its own beside an
+//! index map, and a batch of a flood holds thousands of them (at the job's peak in the
+//! key-flood test, massif: about twice the heap of the same documents encoded). The driver
+//! encodes each document it sends anyway, so encoding it once here costs nothing extra.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{self, Bson, DateTime, Document, doc};
+use mongodb::bson::{self, Bson, DateTime, Document, RawBsonRef, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, InsertManyError};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
@@ -150,13 +157,13 @@ enum Command {
     /// Inserts documents, unordered.
     Insert {
         collection: &'static str,
-        docs: Vec<Document>,
+        docs: Vec<RawDocumentBuf>,
     },
 }
 
 impl Command {
     /// Runs the command; an insert answers with the documents whose `_id` was already stored.
-    async fn run(self, db: &Database) -> Result<Vec<Document>, SinkError> {
+    async fn run(self, db: &Database) -> Result<Vec<RawDocumentBuf>, SinkError> {
         match self {
             Command::DeletePartials { collection, ids } => {
                 let n = ids.len();
@@ -175,7 +182,7 @@ impl Command {
             }
             Command::Insert { collection, docs } => {
                 let result = db
-                    .collection::<Document>(collection)
+                    .collection::<RawDocumentBuf>(collection)
                     .insert_many(&docs)
                     .ordered(false)
                     .await;
@@ -244,7 +251,7 @@ impl MongoSink {
 
     /// Runs one command once a permit is free. The command runs in a task of its own that holds
     /// the permit until the server answered, even if this future is dropped (a write timeout).
-    async fn run(&self, command: Command) -> Result<Vec<Document>, SinkError> {
+    async fn run(&self, command: Command) -> Result<Vec<RawDocumentBuf>, SinkError> {
         let db = self.db.clone();
         let permits = Arc::clone(&self.in_flight);
         tokio::spawn(async move {
@@ -275,7 +282,10 @@ impl MongoSink {
         // These ids are stored already: as partial rows to replace, or as final rows to keep.
         let ids: Vec<Bson> = stored
             .iter()
-            .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+            .map(|d| {
+                d.get_str("_id")
+                    .map_or(Bson::Null, |id| Bson::String(id.to_owned()))
+            })
             .collect();
         for ids in ids.chunks(DOCUMENTS_PER_COMMAND) {
             let ids = ids.to_vec();
@@ -345,28 +355,49 @@ impl MongoSink {
     }
 }
 
-/// A serialisable value as a document: `id` becomes `_id`, RFC 3339 time fields BSON datetimes.
-fn to_document<T: serde::Serialize>(value: &T, id: String) -> Result<Document, String> {
-    let mut d = bson::to_document(value).map_err(|e| format!("cannot encode as BSON: {e}"))?;
-    d.remove("id");
-    for field in TIME_FIELDS {
-        if let Some(Bson::String(text)) = d.get(field) {
-            let ms = parse(text)
-                .map_err(|e| format!("{field}: {e}"))?
-                .utc_millis()
-                .ok_or_else(|| format!("{field} `{text}` has no offset"))?;
-            d.insert(field, DateTime::from_millis(ms));
+/// A serialisable value as stored, encoded: `_id` first, then the value's fields in their order
+/// without `id`, RFC 3339 time fields as BSON datetimes.
+fn encode<T: serde::Serialize>(value: &T, id: &str) -> Result<RawDocumentBuf, String> {
+    let fields =
+        bson::to_raw_document_buf(value).map_err(|e| format!("cannot encode as BSON: {e}"))?;
+    // An empty document (its length, 5, and the closing NUL) with room for every field and
+    // `_id`: appending then never leaves the buffer up to twice the document's size for as
+    // long as the batch is held. A time field's datetime is shorter than its text.
+    let mut data = Vec::with_capacity(fields.as_bytes().len() + id.len() + 16);
+    data.extend_from_slice(&5_i32.to_le_bytes());
+    data.push(0);
+    let mut out =
+        RawDocumentBuf::from_bytes(data).map_err(|e| format!("an empty document: {e}"))?;
+    out.append_ref("_id", id);
+    for field in &fields {
+        let (name, value) = field.map_err(|e| format!("cannot read back the BSON: {e}"))?;
+        if name == "id" {
+            continue;
+        }
+        match value {
+            RawBsonRef::String(text) if TIME_FIELDS.contains(&name) => {
+                let ms = parse(text)
+                    .map_err(|e| format!("{name}: {e}"))?
+                    .utc_millis()
+                    .ok_or_else(|| format!("{name} `{text}` has no offset"))?;
+                out.append_ref(name, DateTime::from_millis(ms));
+            }
+            value => out.append_ref(name, value),
         }
     }
-    let mut out = Document::new();
-    out.insert("_id", id);
-    out.extend(d);
     Ok(out)
+}
+
+/// A row as stored, encoded.
+fn encode_row(row: &Row) -> Result<RawDocumentBuf, String> {
+    encode(row, &row.id)
 }
 
 /// A row as stored.
 pub fn row_to_document(row: &Row) -> Result<Document, String> {
-    to_document(row, row.id.clone())
+    encode_row(row)?
+        .to_document()
+        .map_err(|e| format!("cannot read back the BSON: {e}"))
 }
 
 /// A stored row back as the engine's row: the inverse of [`row_to_document`].
@@ -420,7 +451,7 @@ impl Sink for MongoSink {
 #[derive(Debug)]
 struct Plan {
     collection: &'static str,
-    docs: Vec<Document>,
+    docs: Vec<RawDocumentBuf>,
     /// Whether the documents may replace stored partial rows (window rows).
     replaces: bool,
 }
@@ -432,7 +463,7 @@ fn plan(batch: &Output) -> Result<Vec<Plan>, SinkError> {
         let collection = q.name();
         let docs = rows
             .iter()
-            .map(|r| row_to_document(r))
+            .map(|r| encode_row(r))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| backend(format!("{collection}: {e}")))?;
         plans.push(Plan {
@@ -445,7 +476,7 @@ fn plan(batch: &Output) -> Result<Vec<Plan>, SinkError> {
     let docs = batch
         .dead_letters
         .iter()
-        .map(|d| to_document(d, dead_letter_id(d)))
+        .map(|d| encode(d, &dead_letter_id(d)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| backend(format!("{DEAD_LETTERS}: {e}")))?;
     plans.push(Plan {
@@ -456,7 +487,7 @@ fn plan(batch: &Output) -> Result<Vec<Plan>, SinkError> {
     let docs = batch
         .late
         .iter()
-        .map(|l| to_document(l, late_id(l)))
+        .map(|l| encode(l, &late_id(l)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| backend(format!("{LATE_RECORDS}: {e}")))?;
     plans.push(Plan {
@@ -469,7 +500,7 @@ fn plan(batch: &Output) -> Result<Vec<Plan>, SinkError> {
 }
 
 /// `docs` in commands of at most [`DOCUMENTS_PER_COMMAND`].
-fn chunks(docs: Vec<Document>) -> Vec<Vec<Document>> {
+fn chunks(docs: Vec<RawDocumentBuf>) -> Vec<Vec<RawDocumentBuf>> {
     let mut out = Vec::new();
     let mut docs = docs.into_iter().peekable();
     while docs.peek().is_some() {
@@ -481,13 +512,11 @@ fn chunks(docs: Vec<Document>) -> Vec<Vec<Document>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{MobilityIndex, RowBody, TransportAlert};
+    use crate::engine::{DeadLetterReason, MobilityIndex, RowBody, SourcePosition, TransportAlert};
+    use crate::model::Topic;
 
-    // Proves a row survives the trip to a document and back byte for byte in canonical JSON,
-    // with its times stored as BSON datetimes.
-    #[test]
-    fn row_round_trips_through_bson() {
-        let rows = [
+    fn rows() -> [Row; 2] {
+        [
             Row {
                 id: "mobility_index|city|2026-11-24T08:00:00Z".into(),
                 body: RowBody::MobilityIndex(MobilityIndex {
@@ -514,8 +543,45 @@ mod tests {
                 }),
                 is_final: true,
             },
-        ];
-        for row in rows {
+        ]
+    }
+
+    const POSITION: SourcePosition = SourcePosition {
+        partition: 2,
+        offset: 41,
+    };
+
+    fn dead_letter() -> DeadLetter {
+        DeadLetter {
+            topic: Topic::Traffic,
+            key: "TS-001".into(),
+            position: POSITION,
+            kafka_timestamp: 1_795_507_205_250,
+            reason: DeadLetterReason::MalformedJson,
+            detail: "expected value at line 1".into(),
+            raw: Some("{\"sensor_id\":".into()),
+            raw_hex: None,
+        }
+    }
+
+    fn late_record() -> LateRecord {
+        LateRecord {
+            query: Query::TrafficAggregations,
+            topic: Topic::Traffic,
+            key: "TS-003".into(),
+            position: POSITION,
+            event_time: 1_795_507_200_000,
+            window_end: 1_795_507_500_000,
+            watermark: 1_795_507_800_000,
+            reason: "window final".into(),
+        }
+    }
+
+    // Proves a row survives the trip to a document and back byte for byte in canonical JSON,
+    // with its times stored as BSON datetimes.
+    #[test]
+    fn row_round_trips_through_bson() {
+        for row in rows() {
             let d = row_to_document(&row).unwrap();
             assert_eq!(d.get_str("_id").unwrap(), row.id);
             assert!(d.get("id").is_none());
@@ -530,36 +596,88 @@ mod tests {
     // a read-back can be matched to source positions.
     #[test]
     fn dead_letters_and_late_round_trip() {
-        use crate::engine::{DeadLetterReason, SourcePosition};
-        use crate::model::Topic;
-        let position = SourcePosition {
-            partition: 2,
-            offset: 41,
-        };
-        let dead = DeadLetter {
-            topic: Topic::Traffic,
-            key: "TS-001".into(),
-            position,
-            kafka_timestamp: 1_795_507_205_250,
-            reason: DeadLetterReason::MalformedJson,
-            detail: "expected value at line 1".into(),
-            raw: Some("{\"sensor_id\":".into()),
-            raw_hex: None,
-        };
-        let late = LateRecord {
-            query: Query::TrafficAggregations,
-            topic: Topic::Traffic,
-            key: "TS-003".into(),
-            position,
-            event_time: 1_795_507_200_000,
-            window_end: 1_795_507_500_000,
-            watermark: 1_795_507_800_000,
-            reason: "window final".into(),
-        };
-        let d = to_document(&dead, dead_letter_id(&dead)).unwrap();
+        let dead = dead_letter();
+        let d = encode(&dead, &dead_letter_id(&dead))
+            .unwrap()
+            .to_document()
+            .unwrap();
         assert!(matches!(d.get("kafka_timestamp"), Some(Bson::DateTime(_))));
         assert_eq!(from_document::<DeadLetter>(d).unwrap(), dead);
-        let d = to_document(&late, late_id(&late)).unwrap();
+        let late = late_record();
+        let d = encode(&late, &late_id(&late))
+            .unwrap()
+            .to_document()
+            .unwrap();
         assert_eq!(from_document::<LateRecord>(d).unwrap(), late);
+    }
+
+    // Proves the bytes sent for a row, a dead letter and a late record: `_id` first, then the
+    // fields in the order serde writes them with their BSON types (counts as 64-bit integers,
+    // a partition as a 32-bit one, times as datetimes), and no `id`, so stored documents do not
+    // change with the way they are built.
+    #[test]
+    fn documents_keep_their_field_order_and_types() {
+        let time = DateTime::from_millis;
+        let [index, alert] = rows();
+        let want = [
+            doc! {
+                "_id": "mobility_index|city|2026-11-24T08:00:00Z",
+                "query": "mobility_index",
+                "window_start": time(1_795_507_200_000),
+                "window_end": time(1_795_507_500_000),
+                "city_avg_speed": 30.0,
+                "city_avg_occupancy": 33.25,
+                "total_readings": 252_i64,
+                "mobility_index": 62.7,
+                "category": "good",
+                "final": true,
+            },
+            doc! {
+                "_id": "transport_alerts|BUS-1|2026-11-24T08:00:05.250Z",
+                "query": "transport_alerts",
+                "vehicle_id": "BUS-1",
+                "line_id": "L1",
+                "event_time": time(1_795_507_205_250),
+                "alert_type": "overcrowded",
+                "occupancy_rate": 95.0,
+                "passenger_count": 76_i64,
+                "capacity": 80_i64,
+                "final": true,
+            },
+            doc! {
+                "_id": "traffic-sensors|2|41",
+                "topic": "traffic-sensors",
+                "key": "TS-001",
+                "partition": 2_i32,
+                "offset": 41_i64,
+                "kafka_timestamp": time(1_795_507_205_250),
+                "reason": "malformed_json",
+                "detail": "expected value at line 1",
+                "raw": "{\"sensor_id\":",
+            },
+            doc! {
+                "_id": "traffic_aggregations|traffic-sensors|2|41",
+                "query": "traffic_aggregations",
+                "topic": "traffic-sensors",
+                "key": "TS-003",
+                "partition": 2_i32,
+                "offset": 41_i64,
+                "event_time": time(1_795_507_200_000),
+                "window_end": time(1_795_507_500_000),
+                "watermark": time(1_795_507_800_000),
+                "reason": "window final",
+            },
+        ];
+        let (dead, late) = (dead_letter(), late_record());
+        let got = [
+            encode_row(&index).unwrap(),
+            encode_row(&alert).unwrap(),
+            encode(&dead, &dead_letter_id(&dead)).unwrap(),
+            encode(&late, &late_id(&late)).unwrap(),
+        ];
+        for (got, want) in got.iter().zip(&want) {
+            let want = RawDocumentBuf::from_document(want).unwrap();
+            assert_eq!(got.as_bytes(), want.as_bytes(), "{got:?}");
+        }
     }
 }
