@@ -20,7 +20,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -451,26 +450,52 @@ fn partitions_of(
 }
 
 impl Source for KafkaSource {
-    /// Waits for the first record, then takes what is already buffered, up to `max`. The only
-    /// await is the first receive, which is cancellation safe: a `select!` that drops this future
-    /// loses no record.
+    /// Waits for the first record or error, then takes what is already buffered, up to `max`.
+    /// The only await is the first receive, which is cancellation safe: a `select!` that drops
+    /// this future loses no record.
+    ///
+    /// Errors queued among the records are passed over (the client logged each): records read
+    /// in the same poll are returned, never dropped for an error behind them, and a poll that
+    /// found only errors reports the last one with their count. librdkafka queues an error for
+    /// every failed connection while Kafka is away (several a second); read one a poll, with the
+    /// shell's pause after each, that backlog held the records back for minutes after Kafka
+    /// came back.
     async fn poll(&mut self, max: usize) -> Result<Vec<SourceRecord>, SourceError> {
         let mut out = Vec::with_capacity(max.min(4096));
         if max == 0 {
             return Ok(out);
         }
-        let first = self.consumer.recv().await.map_err(|e| poll_error(&e))?;
-        out.extend(self.record(&first));
-        drop(first);
+        let mut last_error = None;
+        let mut errors = 0u64;
+        match self.consumer.recv().await {
+            Ok(first) => out.extend(self.record(&first)),
+            Err(e) => {
+                errors += 1;
+                last_error = Some(e);
+            }
+        }
         let mut stream = self.consumer.stream();
-        while out.len() < max {
+        while out.len() < max && errors < MAX_ERRORS_A_POLL {
             match stream.next().now_or_never() {
                 Some(Some(Ok(m))) => out.extend(self.record(&m)),
-                Some(Some(Err(e))) => return Err(poll_error(&e)),
+                Some(Some(Err(e))) => {
+                    errors += 1;
+                    last_error = Some(e);
+                }
                 Some(None) | None => break,
             }
         }
-        Ok(out)
+        match last_error {
+            Some(e) if out.is_empty() => Err(backend(format!(
+                "receiving failed: {e}{}; check the broker at KAFKA_BOOTSTRAP_SERVERS",
+                if errors > 1 {
+                    format!(" (and {} more errors)", errors - 1)
+                } else {
+                    String::new()
+                }
+            ))),
+            _ => Ok(out),
+        }
     }
 
     async fn commit(&mut self, positions: &[(Topic, i32, i64)]) -> Result<(), SourceError> {
@@ -488,8 +513,5 @@ impl Source for KafkaSource {
     }
 }
 
-fn poll_error(e: &KafkaError) -> SourceError {
-    backend(format!(
-        "receiving failed: {e}; check the broker at KAFKA_BOOTSTRAP_SERVERS"
-    ))
-}
+/// Queued errors one poll passes over at most, so that a poll ends even if errors never stop.
+const MAX_ERRORS_A_POLL: u64 = 10_000;
