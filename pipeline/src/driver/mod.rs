@@ -325,12 +325,11 @@ struct Stopping {
     final_checkpoint: Option<u64>,
 }
 
-/// A failed commit to issue again: its checkpoint, positions, attempts so far, and when.
+/// A failed commit to issue again: its checkpoint, positions, and when.
 #[derive(Debug)]
 struct CommitRetry {
     id: u64,
     positions: Vec<(PartitionId, i64)>,
-    attempts: u32,
     at: Millis,
 }
 
@@ -373,8 +372,7 @@ pub struct Driver {
     /// The commit in flight: its checkpoint id and positions.
     commit_in_flight: Option<(u64, Vec<(PartitionId, i64)>)>,
     last_committed: Option<u64>,
-    /// A failed commit no newer checkpoint has superseded yet: what to commit again, attempts
-    /// so far, and when. Without it, a commit that fails as the input goes quiet (Kafka back
+    /// A failed commit no newer checkpoint has superseded yet: what to commit again, and when. Without it, a commit that fails as the input goes quiet (Kafka back
     /// from an outage, its group coordinator still loading) would leave the group's offsets
     /// behind until new records arrive.
     commit_retry: Option<CommitRetry>,
@@ -622,7 +620,7 @@ impl Driver {
         if let Some(r) = &self.commit_retry {
             w.push(format!(
                 "commit {} to be retried ({} failed)",
-                r.id, r.attempts
+                r.id, self.failed_commits_in_a_row
             ));
         }
         if self.backpressured {
@@ -878,14 +876,7 @@ impl Driver {
     /// The answer to a [`Action::Commit`].
     pub fn handle_commit_result(&mut self, now: Millis, id: u64, result: Result<(), String>) {
         self.advance_clock(now);
-        if self
-            .commit_in_flight
-            .as_ref()
-            .is_some_and(|(f, _)| *f == id)
-        {
-            let Some((_, positions)) = self.commit_in_flight.take() else {
-                unreachable!("checked above")
-            };
+        if let Some((_, positions)) = self.commit_in_flight.take_if(|(f, _)| *f == id) {
             match result {
                 Ok(()) => {
                     self.stats.commits += 1;
@@ -908,7 +899,6 @@ impl Driver {
                         self.commit_retry = Some(CommitRetry {
                             id,
                             positions,
-                            attempts,
                             at: now + delay as Millis,
                         });
                     }
