@@ -20,12 +20,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn swarm(name: &str) {
+    let seeds = env_u64("SWARM_SEEDS", 3);
+    let first = env_u64("SWARM_FIRST_SEED", 1);
+    swarm_seeds(name, first, seeds);
+}
+
+fn swarm_seeds(name: &str, first: u64, seeds: u64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios")
         .join(format!("{name}.toml"));
     let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let seeds = env_u64("SWARM_SEEDS", 3);
-    let first = env_u64("SWARM_FIRST_SEED", 1);
     let results = simulator::swarm(&scenario, &path, first, seeds, |s| {
         eprintln!(
             "{name} seed {}: {} ({})",
@@ -72,4 +76,12 @@ fn swarm_incident_storm() {
 #[test]
 fn swarm_sensor_faults() {
     swarm("sensor_faults");
+}
+
+// Proves a commit that failed while Kafka was away is committed again once it is back, though
+// sinks stay slow past the outage: seed 5 draws that mix, and without the driver's commit retry
+// the group's offsets trailed the durable checkpoint for 96 s (the built-in check allows 31 s).
+#[test]
+fn swarm_thesis_baseline_commit_after_an_outage() {
+    swarm_seeds("thesis_baseline", 5, 1);
 }

@@ -716,6 +716,27 @@ pub fn builtin(
     v
 }
 
+/// The group's committed offsets followed the durable checkpoints (memory backend): a commit is
+/// sent once its checkpoint is durable and, if it fails, sent again after at most
+/// `retry_max_ms`, so while the job runs and Kafka is up the offsets trail the latest durable
+/// checkpoint for no longer than that plus a few round trips. Lag tools and the other
+/// instances of a consumer group read these offsets, not the checkpoint.
+pub fn commits_follow_checkpoints(scenario: &Scenario, run: &RunResult) -> Option<Verdict> {
+    let behind = run.commit_behind_max_ms?;
+    let d = &scenario.driver;
+    let round_trip = scenario.network.commit_ms.unwrap_or(2).max(0);
+    let bound = d.retry_max_ms as i64 + 4 * round_trip + 1_000;
+    Some(Verdict {
+        check: "committed offsets followed the durable checkpoints".into(),
+        pass: behind <= bound,
+        expected: format!(
+            "trailing <= {bound} ms at a time while the job ran and Kafka was up \
+             (retry_max_ms + round trips)"
+        ),
+        actual: format!("{behind} ms at most"),
+    })
+}
+
 /// The driver's bound on pending output held: it pauses every partition at
 /// `max_pending_items`, so it can overshoot only by what one poll's records and one trigger
 /// produce before it looks again (a poll's records make at most a handful of items each; a

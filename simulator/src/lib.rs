@@ -106,6 +106,7 @@ pub fn run_scenario(
             fault_free.unwrap_or_default(),
         ));
         v.push(expect::pending_bound(scenario, &result));
+        v.extend(expect::commits_follow_checkpoints(scenario, &result));
         v
     } else {
         let mut v = expect::evaluate(
@@ -118,6 +119,7 @@ pub fn run_scenario(
         );
         if backend == Backend::Memory {
             v.push(expect::pending_bound(scenario, &result));
+            v.extend(expect::commits_follow_checkpoints(scenario, &result));
         }
         v
     };

@@ -96,6 +96,10 @@ pub struct RunResult {
     pub pending_items_max: usize,
     /// The bound on pending output the faults imposed instead of the scenario's, if any.
     pub driver_max_pending: Option<usize>,
+    /// Memory backend: the longest stretch (simulated ms, counted while the job ran and Kafka
+    /// was up) during which the group's committed offsets trailed the latest durable
+    /// checkpoint's positions.
+    pub commit_behind_max_ms: Option<Millis>,
     /// Records offered and processed per simulated minute.
     pub throughput: ThroughputSeries,
 }
@@ -350,6 +354,12 @@ struct Sim<'a> {
     /// The latest durable checkpoint.
     checkpoint: Option<Arc<CheckpointData>>,
     last_commit: BTreeMap<PartitionId, i64>,
+    /// Whether the group's committed offsets trail the latest durable checkpoint's positions.
+    commit_behind: bool,
+    /// How long they have trailed it so far, counted only while the job runs and Kafka is up;
+    /// and the longest such stretch of the run.
+    commit_behind_ms: Millis,
+    commit_behind_max_ms: Millis,
     /// Per partition: whether the driver asked for it to be paused.
     paused: Vec<bool>,
     rng: ChaCha8Rng,
@@ -420,6 +430,9 @@ impl<'a> Sim<'a> {
             ],
             checkpoint: None,
             last_commit: BTreeMap::new(),
+            commit_behind: false,
+            commit_behind_ms: 0,
+            commit_behind_max_ms: 0,
             paused: vec![false; n],
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0051_3D51),
             crashes: plan.crashes.iter().copied().collect(),
@@ -576,6 +589,7 @@ impl<'a> Sim<'a> {
                     if self.ended { "ended" } else { "not ended" }
                 )));
             };
+            self.count_commit_behind(now);
             self.now = now;
             self.steps += 1;
             if self.steps.is_multiple_of(65_536) {
@@ -702,6 +716,7 @@ impl<'a> Sim<'a> {
                 {
                     self.checkpoint = Some(Arc::clone(&data));
                     d.handle_checkpoint_result(now, data.id, Ok(()));
+                    self.update_commit_behind();
                     self.count_processed(&data);
                 }
             }
@@ -753,6 +768,37 @@ impl<'a> Sim<'a> {
             self.log.truncate_below(id.0, id.1, offset + 1);
         }
         self.last_commit = positions.iter().copied().collect();
+        self.update_commit_behind();
+    }
+
+    /// Whether the committed offsets trail the latest durable checkpoint, after either moved.
+    fn update_commit_behind(&mut self) {
+        let committed = &self.last_commit;
+        self.commit_behind = self.checkpoint.as_ref().is_some_and(|c| {
+            c.positions
+                .iter()
+                .any(|(id, p)| committed.get(id).is_none_or(|c| c < p))
+        });
+        if !self.commit_behind {
+            self.commit_behind_ms = 0;
+        }
+    }
+
+    /// Time moves on to `next`: while the job runs, Kafka is up and the committed offsets trail
+    /// the durable checkpoint, that stretch grows (a commit that failed while Kafka was away is
+    /// owed from when it is back).
+    fn count_commit_behind(&mut self, next: Millis) {
+        if !self.commit_behind || self.driver.is_none() || next <= self.now {
+            return;
+        }
+        let down: Millis = self
+            .plan
+            .kafka
+            .iter()
+            .map(|(a, b)| (next.min(*b) - self.now.max(*a)).max(0))
+            .sum();
+        self.commit_behind_ms += (next - self.now - down).max(0);
+        self.commit_behind_max_ms = self.commit_behind_max_ms.max(self.commit_behind_ms);
     }
 
     /// Reads what the consumer can see, partition by partition, into the driver.
@@ -1095,6 +1141,7 @@ impl<'a> Sim<'a> {
                     if self.rng.random_bool(0.5) {
                         self.count_processed(&data);
                         self.checkpoint = Some(data);
+                        self.update_commit_behind();
                     }
                     None
                 }
@@ -1203,6 +1250,7 @@ impl<'a> Sim<'a> {
             crashes: self.crash_count,
             driver: self.stats,
             pending_items_max,
+            commit_behind_max_ms: Some(self.commit_behind_max_ms),
             driver_max_pending: self.plan.max_pending_items,
             throughput: self.throughput,
         }

@@ -560,6 +560,7 @@ pub fn run_services(
         pending_items_max: report.driver.pending_items_max,
         driver: report.driver,
         driver_max_pending: None,
+        commit_behind_max_ms: None,
         throughput: sent.throughput,
     })
 }
