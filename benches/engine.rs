@@ -1,10 +1,16 @@
 //! Criterion bench of the whole engine (decode + validation + all queries + emission) on
 //! generator data: one simulated hour of the thesis city, fed in produce-time order with
 //! processing-time ticks, as `pipeline replay` and the simulator do. Reports records/s.
+//!
+//! The two stages of docs/scale-out.md are measured beside it: `check_and_forward` (stage 1:
+//! the stateless checks and the compact checked record) and `apply_checked` (stage 2: the
+//! checked records applied to the engine's state, with no JSON decoded).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use smart_city::generator::{Generator, GeneratorConfig};
-use smart_city::pipeline::engine::{Engine, EngineConfig, Output, RawRecord, SourcePosition};
+use smart_city::pipeline::engine::{
+    Engine, EngineConfig, Output, RawRecord, SourcePosition, forward,
+};
 use smart_city::pipeline::model::Topic;
 
 struct Recorded {
@@ -43,16 +49,53 @@ fn run(engine: &mut Engine, recs: &[Recorded], out: &mut Output) -> usize {
     let mut rows = 0;
     for (i, r) in recs.iter().enumerate() {
         engine.tick(r.ts, out);
-        engine.ingest(
+        engine.ingest(&raw(r, i), out);
+        rows += out.rows.len();
+        out.clear();
+    }
+    engine.flush(out);
+    rows + out.rows.len()
+}
+
+fn raw(r: &Recorded, i: usize) -> RawRecord<'_> {
+    RawRecord {
+        topic: r.topic,
+        key: &r.key,
+        value: &r.value,
+        kafka_timestamp_ms: r.ts,
+        position: SourcePosition {
+            partition: 0,
+            offset: i as i64,
+        },
+    }
+}
+
+/// Stage 1: checks every record and encodes its checked record into `buf`, returning the bytes
+/// written.
+#[inline(never)]
+fn check_and_forward(stage1: &Engine, recs: &[Recorded], buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    for (i, r) in recs.iter().enumerate() {
+        forward::encode(&r.value, &stage1.check(&raw(r, i)), buf);
+    }
+    buf.len()
+}
+
+/// Stage 2: the checked records applied, as `run` ingests the records.
+#[inline(never)]
+fn apply_checked(
+    engine: &mut Engine,
+    recs: &[Recorded],
+    checked: &[Vec<u8>],
+    out: &mut Output,
+) -> usize {
+    let mut rows = 0;
+    for (i, (r, c)) in recs.iter().zip(checked).enumerate() {
+        engine.tick(r.ts, out);
+        engine.ingest_checked(
             &RawRecord {
-                topic: r.topic,
-                key: &r.key,
-                value: &r.value,
-                kafka_timestamp_ms: r.ts,
-                position: SourcePosition {
-                    partition: 0,
-                    offset: i as i64,
-                },
+                value: c,
+                ..raw(r, i)
             },
             out,
         );
@@ -108,6 +151,32 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.bench_function("decode_only", |b| b.iter(|| decode_all(&recs)));
+    let stage1 = Engine::new(config.clone()).expect("valid config");
+    let mut buf = Vec::new();
+    group.bench_function("check_and_forward", |b| {
+        b.iter(|| check_and_forward(&stage1, &recs, &mut buf))
+    });
+    let checked: Vec<Vec<u8>> = recs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut c = Vec::new();
+            forward::encode(&r.value, &stage1.check(&raw(r, i)), &mut c);
+            c
+        })
+        .collect();
+    group.bench_function("apply_checked", |b| {
+        b.iter_batched_ref(
+            || {
+                (
+                    Engine::new(config.clone()).expect("valid config"),
+                    Output::default(),
+                )
+            },
+            |(engine, out)| apply_checked(engine, &recs, &checked, out),
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

@@ -26,6 +26,7 @@ pub(crate) fn classify(err: &DecodeError) -> Rejection {
 }
 
 /// Refuses a message larger than `max_message_bytes`; one comparison, before any parsing.
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn check_size(value: &[u8], config: &EngineConfig) -> Result<(), Rejection> {
     if value.len() <= config.max_message_bytes {
         return Ok(());
@@ -73,6 +74,7 @@ fn refuse_string(field: &str, value: &str, max: usize) -> Result<(), Rejection> 
 }
 
 /// Checks every string field of a message against [`check_string`].
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn check_strings(msg: &Message<'_>, config: &EngineConfig) -> Result<(), Rejection> {
     let max = config.max_string_bytes;
     let check = |field: &str, value: &Cow<'_, str>| {
@@ -112,6 +114,7 @@ pub(crate) fn check_strings(msg: &Message<'_>, config: &EngineConfig) -> Result<
 }
 
 /// Resolves the event time and checks it is not too far ahead of the Kafka timestamp.
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn event_time(
     msg: &Message<'_>,
     zone: chrono_tz::Tz,
@@ -177,6 +180,7 @@ fn check_count(field: &str, v: i64, c: &EngineConfig) -> Result<(), Rejection> {
 }
 
 /// Physical plausibility of a traffic reading.
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn validate_traffic(m: &TrafficReading<'_>, c: &EngineConfig) -> Result<(), Rejection> {
     check_speed(m.speed_kmh, c.speed_limit_kmh)?;
     check_pct("occupancy_percent", m.occupancy_percent)?;
@@ -184,6 +188,7 @@ pub(crate) fn validate_traffic(m: &TrafficReading<'_>, c: &EngineConfig) -> Resu
 }
 
 /// Physical plausibility of a transport report.
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn validate_transport(
     m: &TransportReading<'_>,
     c: &EngineConfig,
@@ -205,6 +210,7 @@ pub(crate) fn validate_transport(
 }
 
 /// Physical plausibility of a parking reading.
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn validate_parking(m: &ParkingReading<'_>, c: &EngineConfig) -> Result<(), Rejection> {
     if m.total_spaces <= 0 {
         return impossible(format!(
@@ -229,6 +235,7 @@ pub(crate) fn validate_parking(m: &ParkingReading<'_>, c: &EngineConfig) -> Resu
 }
 
 /// Plausibility of an incident.
+#[inline(always)] // Called by `Engine::ingest` and `Engine::check`.
 pub(crate) fn validate_incident(
     m: &crate::model::Incident<'_>,
     c: &EngineConfig,
