@@ -102,6 +102,29 @@ fn job_faults() {
     assert!(same.pass, "{same:?}");
 }
 
+// Proves three instances in one group, with a kill, a kill of the lease holder, a join and a
+// leave (each kill noticed after a session timeout longer than the watermark delay), give the
+// one-instance run's final rows: stage 2 restarted on another instance, records forwarded twice
+// were dropped, and the instances' own outcome is the same on every run.
+#[test]
+fn scale_out() {
+    let r = passes_twice("scale_out");
+    let same = r
+        .expectations
+        .iter()
+        .find(|v| v.check.contains("fault-free"))
+        .expect("the one-instance comparison ran");
+    assert!(same.pass, "{same:?}");
+    let i = r.instances.clone().expect("the run had several instances");
+    assert_eq!((i.count, i.rebalances, i.lease_moves), (3, 4, 1), "{i:?}");
+    assert!(
+        i.forwarded_twice > 0,
+        "a kill left records forwarded twice: {i:?}"
+    );
+    let again = simulator::run_file(&scenario_path("scale_out"), &Default::default()).unwrap();
+    assert_eq!(again.instances, r.instances);
+}
+
 // Proves every scenario in the folder is covered by a test above.
 #[test]
 fn every_shipped_scenario_is_tested() {
@@ -121,6 +144,7 @@ fn every_shipped_scenario_is_tested() {
             "job_faults",
             "load_10x",
             "rush_hour",
+            "scale_out",
             "sensor_faults",
             "severe_congestion",
             "thesis_baseline"

@@ -82,6 +82,52 @@ pub struct FaultsConfig {
     pub sink: Vec<SinkFault>,
     /// Spans when Kafka is unavailable: polls and commits fail, producers hold their records.
     pub kafka: Vec<Span>,
+    /// Instances of the job in one consumer group (docs/scale-out.md), default 1. With more (or
+    /// with any join), the job runs as two stages: each instance checks the records of the input
+    /// partitions the group gives it and forwards them to the checked partitions, and the
+    /// holder of the lease (the instance with the lowest number) applies them. The reference
+    /// for `digest_equals_fault_free` is the one-instance run.
+    pub instances: u32,
+    /// Kill one instance at each of these instants, chosen by seed (the lease holder too: its
+    /// stage 2 crashes and the next holder restarts it from the last checkpoint).
+    pub kill_instance_at: Vec<String>,
+    /// Kill the lease holder (the instance running stage 2) at each of these instants.
+    pub kill_holder_at: Vec<String>,
+    /// A new instance joins at each of these instants.
+    pub join_instance_at: Vec<String>,
+    /// One instance that does not hold the lease leaves gracefully at each of these instants.
+    pub leave_instance_at: Vec<String>,
+    /// A killed instance is noticed after this long (Kafka's session timeout), milliseconds
+    /// (default 10000).
+    pub session_timeout_ms: Option<i64>,
+    /// A rebalance stops every instance's stage 1 for this long, milliseconds (default 3000).
+    pub rebalance_ms: Option<i64>,
+}
+
+/// What happens to the group's instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceEvent {
+    /// One instance, chosen by seed, dies.
+    Kill,
+    /// The lease holder dies.
+    KillHolder,
+    /// A new instance joins.
+    Join,
+    /// One instance that does not hold the lease leaves.
+    Leave,
+}
+
+/// The instances of a run (more than one: the two stages of docs/scale-out.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstancesPlan {
+    /// Instances at the start.
+    pub count: u32,
+    /// (instant, event), sorted.
+    pub events: Vec<(i64, InstanceEvent)>,
+    /// See [`FaultsConfig::session_timeout_ms`].
+    pub session_timeout_ms: i64,
+    /// See [`FaultsConfig::rebalance_ms`].
+    pub rebalance_ms: i64,
 }
 
 /// The faults of a run, resolved to simulated instants.
@@ -106,6 +152,8 @@ pub struct FaultPlan {
     /// A tighter bound on pending output than the scenario's `[driver]` one, to exercise
     /// backpressure.
     pub max_pending_items: Option<usize>,
+    /// Several instances in one consumer group: the job runs as two stages.
+    pub instances: Option<InstancesPlan>,
 }
 
 impl Default for FaultPlan {
@@ -121,6 +169,7 @@ impl Default for FaultPlan {
             sink: Vec::new(),
             kafka: Vec::new(),
             max_pending_items: None,
+            instances: None,
         }
     }
 }
@@ -135,6 +184,7 @@ impl FaultPlan {
             && self.sink.is_empty()
             && self.kafka.is_empty()
             && self.max_pending_items.is_none()
+            && self.instances.is_none()
     }
 
     /// One line per fault, for reports and the swarm.
@@ -168,6 +218,19 @@ impl FaultPlan {
         }
         if let Some(n) = self.max_pending_items {
             out.push(format!("pending output bound {n} items"));
+        }
+        if let Some(i) = &self.instances {
+            let events: Vec<String> = i
+                .events
+                .iter()
+                .map(|(at, e)| format!("{e:?} at {}", t(*at)).to_lowercase())
+                .collect();
+            out.push(format!(
+                "{} instances{}{}",
+                i.count,
+                if events.is_empty() { "" } else { ": " },
+                events.join(", ")
+            ));
         }
         out
     }
@@ -220,6 +283,41 @@ impl FaultsConfig {
         for (i, s) in self.kafka.iter().enumerate() {
             kafka.push(span(s, start_ms, &format!("kafka[{i}]"))?);
         }
+        let mut events = Vec::new();
+        for (list, what, event) in [
+            (
+                &self.kill_instance_at,
+                "kill_instance_at",
+                InstanceEvent::Kill,
+            ),
+            (
+                &self.kill_holder_at,
+                "kill_holder_at",
+                InstanceEvent::KillHolder,
+            ),
+            (
+                &self.join_instance_at,
+                "join_instance_at",
+                InstanceEvent::Join,
+            ),
+            (
+                &self.leave_instance_at,
+                "leave_instance_at",
+                InstanceEvent::Leave,
+            ),
+        ] {
+            for (i, at) in list.iter().enumerate() {
+                events.push((when(at, start_ms, &format!("{what}[{i}]"))?, event));
+            }
+        }
+        events.sort_by_key(|(at, _)| *at);
+        let count = self.instances.max(1);
+        let instances = (count > 1 || !events.is_empty()).then(|| InstancesPlan {
+            count,
+            events,
+            session_timeout_ms: self.session_timeout_ms.unwrap_or(10_000).max(0),
+            rebalance_ms: self.rebalance_ms.unwrap_or(3_000).max(0),
+        });
         Ok(FaultPlan {
             crashes,
             restart_ms: self.restart_ms.unwrap_or(2_000).max(0),
@@ -230,6 +328,7 @@ impl FaultsConfig {
             sink,
             kafka,
             max_pending_items: None,
+            instances,
         })
     }
 
@@ -273,6 +372,25 @@ impl FaultsConfig {
         }
         if rng.random_bool(0.5) {
             plan.max_pending_items = Some(rng.random_range(500..20_000));
+        }
+        if rng.random_bool(0.5) {
+            let mut events = Vec::new();
+            for (event, most) in [
+                (InstanceEvent::Kill, 2),
+                (InstanceEvent::Join, 1),
+                (InstanceEvent::Leave, 1),
+            ] {
+                for _ in 0..rng.random_range(0..=most) {
+                    events.push((at(&mut rng), event));
+                }
+            }
+            events.sort_by_key(|(at, _)| *at);
+            plan.instances = Some(InstancesPlan {
+                count: rng.random_range(2..=4),
+                events,
+                session_timeout_ms: rng.random_range(1_000..120_000),
+                rebalance_ms: rng.random_range(100..5_000),
+            });
         }
         plan
     }

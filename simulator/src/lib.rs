@@ -20,6 +20,7 @@ pub mod run;
 pub mod scenario;
 #[cfg(feature = "services")]
 pub mod services;
+mod stages;
 pub mod throughput;
 pub mod wallclock;
 

@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use generator::{FaultKind, Generator};
 use pipeline::driver::{
-    Action, CheckpointData, Driver, DriverStats, PartitionId, SinkSpec, StartAt, StopReason, Write,
-    WriteMeta,
+    Action, CheckpointData, Driver, DriverStats, InputFormat, PartitionId, SinkSpec, StartAt,
+    StopReason, Write, WriteMeta,
 };
-use pipeline::engine::{DeadLetterReason, Output, Query, RawRecord};
+use pipeline::engine::{DeadLetterReason, Engine, Output, Query, RawRecord, forward};
 use pipeline::model::Topic;
 use pipeline::sink::memory::{Flavour, MemoryStore};
 use pipeline::source::memory::{MemoryLog, partition_for};
@@ -38,6 +38,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::faults::{FaultPlan, FaultsError};
 use crate::scenario::Scenario;
+use crate::stages::Stages;
 use crate::throughput::{Covered, ThroughputSeries};
 use crate::wallclock::Stopwatch;
 
@@ -100,8 +101,24 @@ pub struct RunResult {
     /// was up) during which the group's committed offsets trailed the latest durable
     /// checkpoint's positions.
     pub commit_behind_max_ms: Option<Millis>,
+    /// Several instances in one group (docs/scale-out.md): what their group went through.
+    pub instances: Option<InstancesOutcome>,
     /// Records offered and processed per simulated minute.
     pub throughput: ThroughputSeries,
+}
+
+/// What the instances of a run with several went through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InstancesOutcome {
+    /// Instances at the start.
+    pub count: u32,
+    /// Rebalances of the group.
+    pub rebalances: u32,
+    /// Records stage 1 forwarded a second time (after a kill or a rebalance), which stage 2
+    /// dropped by their source offset.
+    pub forwarded_twice: u64,
+    /// Times the lease holder was killed and stage 2 restarted on the next one.
+    pub lease_moves: u32,
 }
 
 /// A run that could not start.
@@ -116,6 +133,9 @@ pub enum RunError {
     /// The faults cannot be planned.
     #[error(transparent)]
     Faults(#[from] FaultsError),
+    /// The engine refused the scenario's `[pipeline]` table.
+    #[error("pipeline: {0}")]
+    Engine(#[from] pipeline::engine::ConfigError),
     /// A stored checkpoint could not be read back.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] pipeline::driver::CheckpointFormatError),
@@ -382,6 +402,14 @@ struct Sim<'a> {
     throughput: ThroughputSeries,
     /// Records covered by a durable checkpoint, per partition: the processed ones.
     covered: Covered<PartitionId>,
+    /// Several instances in one group: their stage 1, and the lease holder's stage 2 is the
+    /// driver here (docs/scale-out.md).
+    stages: Option<Stages>,
+    /// The stateless checks of stage 1 (an engine that never holds state) and the buffer its
+    /// checked records are encoded into.
+    checker: Option<Engine>,
+    checked_buf: Vec<u8>,
+    lease_moves: u32,
 }
 
 impl<'a> Sim<'a> {
@@ -452,6 +480,13 @@ impl<'a> Sim<'a> {
             steps: 0,
             throughput: ThroughputSeries::new(start),
             covered: Covered::default(),
+            stages: plan.instances.clone().map(|p| Stages::new(p, n)),
+            checker: match plan.instances {
+                Some(_) => Some(Engine::new(scenario.pipeline.clone())?),
+                None => None,
+            },
+            checked_buf: Vec::new(),
+            lease_moves: 0,
         };
         sim.start_driver()?;
         Ok(sim)
@@ -482,6 +517,9 @@ impl<'a> Sim<'a> {
         config.jitter_seed = self.seed ^ self.epoch.wrapping_mul(0x9E37_79B9);
         if let Some(n) = self.plan.max_pending_items {
             config.max_pending_items = n.max(config.write_max_items);
+        }
+        if self.stages.is_some() {
+            config.input = InputFormat::Checked;
         }
         let watch = Stopwatch::start();
         let mut driver = match &self.checkpoint {
@@ -564,6 +602,7 @@ impl<'a> Sim<'a> {
         at(self.driver.as_ref().and_then(Driver::poll_timeout));
         at(self.crashes.front().copied());
         at(self.restart_at);
+        at(self.stages.as_ref().and_then(Stages::next_instant));
         if self.driver.is_some()
             && let Some(up) = self.kafka_down(self.now)
         {
@@ -610,6 +649,7 @@ impl<'a> Sim<'a> {
             }
             self.append_due(&mut incoming);
             self.reveal_due();
+            self.step_stages();
             self.deliver_due_events();
             self.poll();
             self.tick_if_due();
@@ -860,7 +900,43 @@ impl<'a> Sim<'a> {
     /// paused.
     fn readable(&self, i: usize) -> bool {
         let id = self.id(i);
-        !self.paused[i] && self.log.position(id.0, id.1) < self.visible_end[i]
+        !self.paused[i] && self.log.position(id.0, id.1) < self.readable_end(i)
+    }
+
+    /// Partition `i`'s records the driver can read below this offset: those visible, or with
+    /// two stages those stage 1 has forwarded.
+    fn readable_end(&self, i: usize) -> i64 {
+        match &self.stages {
+            Some(s) => s.forwarded(i).min(self.visible_end[i]),
+            None => self.visible_end[i],
+        }
+    }
+
+    /// The instances act: stage 1 forwards, instances die, join and leave, the group
+    /// rebalances. A killed lease holder takes stage 2 down with it until the next holder
+    /// restarts it from the last checkpoint.
+    fn step_stages(&mut self) {
+        let Some(stages) = self.stages.as_mut() else {
+            return;
+        };
+        let log = &self.log;
+        let ppt = self.ppt as usize;
+        let step = stages.step(
+            self.now,
+            &self.visible_end,
+            |i| log.start_offset(Topic::ALL[i / ppt], (i % ppt) as i32),
+            &mut self.rng,
+        );
+        if !step.forwarded.is_empty() {
+            self.poll_due = true;
+        }
+        if let Some(restart_at) = step.holder_killed
+            && !self.ended
+        {
+            self.crash();
+            self.lease_moves += 1;
+            self.restart_at = Some(self.restart_at.map_or(restart_at, |r| r.max(restart_at)));
+        }
     }
 
     fn read_partition(&mut self, (topic, p): PartitionId, i: usize) {
@@ -876,13 +952,32 @@ impl<'a> Sim<'a> {
             let back = self.rng.random_range(1..=10);
             from = (from - back).max(self.log.start_offset(topic, p));
         }
-        let to = (self.log.position(topic, p) + max as i64).min(self.visible_end[i]);
+        if let Some(again) = self.stages.as_mut().and_then(|s| s.redeliver[i].take()) {
+            // Stage 1 forwarded these again: they follow in the checked partition.
+            from = from.min(again).max(self.log.start_offset(topic, p));
+        }
+        let to = (self.log.position(topic, p) + max as i64).min(self.readable_end(i));
         let Some(driver) = self.driver.as_mut() else {
             return;
         };
-        let records: Vec<RawRecord<'_>> = (from..to)
+        let mut records: Vec<RawRecord<'_>> = (from..to)
             .filter_map(|o| self.log.record(topic, p, o))
             .collect();
+        if let Some(checker) = &self.checker {
+            // Stage 1's checked records, as stage 2 reads them from the checked partition.
+            let buf = &mut self.checked_buf;
+            buf.clear();
+            let mut ends = Vec::with_capacity(records.len());
+            for r in &records {
+                forward::encode(r.value, &checker.check(r), buf);
+                ends.push(buf.len());
+            }
+            let mut start = 0;
+            for (r, end) in records.iter_mut().zip(ends) {
+                r.value = &buf[start..end];
+                start = end;
+            }
+        }
         // A driver that is not stopping takes the records, and with them their partition's new
         // position (its next offset is the last one's plus one).
         let takes = !driver.is_stopping();
@@ -1251,6 +1346,12 @@ impl<'a> Sim<'a> {
             driver: self.stats,
             pending_items_max,
             commit_behind_max_ms: Some(self.commit_behind_max_ms),
+            instances: self.stages.as_ref().map(|st| InstancesOutcome {
+                count: self.plan.instances.as_ref().map_or(1, |p| p.count),
+                rebalances: st.rebalances,
+                forwarded_twice: st.reforwarded,
+                lease_moves: self.lease_moves,
+            }),
             driver_max_pending: self.plan.max_pending_items,
             throughput: self.throughput,
         }

@@ -51,6 +51,21 @@ pub struct DriverConfig {
     pub idle_exit_ms: Option<u64>,
     /// Seed of the retry jitter (the shell picks one; the simulator derives it from its seed).
     pub jitter_seed: u64,
+    /// What the records' values are: the topics' JSON (`json`, the default), or the checked
+    /// records stage 1 of scale-out forwards (`checked`, docs/scale-out.md), applied with
+    /// `Engine::ingest_checked`.
+    pub input: InputFormat,
+}
+
+/// What the records a driver is handed hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFormat {
+    /// The topics' JSON: `Engine::ingest`.
+    #[default]
+    Json,
+    /// Checked records of stage 1: `Engine::ingest_checked`.
+    Checked,
 }
 
 impl Default for DriverConfig {
@@ -73,6 +88,7 @@ impl Default for DriverConfig {
             shutdown_timeout_ms: 30_000,
             idle_exit_ms: None,
             jitter_seed: 0,
+            input: InputFormat::Json,
         }
     }
 }

@@ -52,7 +52,7 @@ use crate::model::Topic;
 use crate::time::Millis;
 
 pub use checkpoint::{CheckpointData, CheckpointFormatError};
-pub use config::{DriverConfig, DriverConfigError};
+pub use config::{DriverConfig, DriverConfigError, InputFormat};
 pub use lanes::{Lane, SinkSet, Write, WriteMeta, items};
 
 use lanes::{InFlight, Lanes, split_cut};
@@ -1117,7 +1117,8 @@ impl Driver {
         };
         let (offset, ts) = (rec.position.offset, rec.kafka_timestamp_ms);
         let bytes = rec.key.len() + rec.value.len();
-        ingest_into(&mut self.engine, &mut self.open, self.now, &rec);
+        let checked = self.config.input == InputFormat::Checked;
+        ingest_into(&mut self.engine, &mut self.open, self.now, &rec, checked);
         let p = &mut self.parts[i];
         p.pop();
         p.note_released(offset, ts);
@@ -1134,7 +1135,8 @@ impl Driver {
             self.parts.iter().all(|p| p.buffered() == 0),
             "a record went straight to the engine while others waited"
         );
-        ingest_into(&mut self.engine, &mut self.open, self.now, rec);
+        let checked = self.config.input == InputFormat::Checked;
+        ingest_into(&mut self.engine, &mut self.open, self.now, rec, checked);
         self.parts[i].note_released(rec.position.offset, rec.kafka_timestamp_ms);
         #[cfg(test)]
         self.released_log
@@ -1580,9 +1582,19 @@ fn lane_sinks(sinks: &[SinkSpec], lane: Lane) -> SinkSet {
 }
 
 /// Feeds one record to the engine into the open cut, noting what latency accounting needs.
-fn ingest_into(engine: &mut Engine, open: &mut OpenCut, now: Millis, rec: &RawRecord<'_>) {
+fn ingest_into(
+    engine: &mut Engine,
+    open: &mut OpenCut,
+    now: Millis,
+    rec: &RawRecord<'_>,
+    checked: bool,
+) {
     let before = open.out.rows.len();
-    engine.ingest(rec, &mut open.out);
+    if checked {
+        engine.ingest_checked(rec, &mut open.out);
+    } else {
+        engine.ingest(rec, &mut open.out);
+    }
     let mut urgent = false;
     for row in &open.out.rows[before..] {
         if row.query().is_alert() {

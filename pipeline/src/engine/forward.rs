@@ -86,7 +86,8 @@ mod tests {
             assert!(decode(&buf[..buf.len() / 2]).is_err());
         }
         assert_eq!(kinds, ["valid", "impossible", "invalid"]);
-        let Checked::Invalid(reason, _) = engine.check(&record(Topic::Traffic, b"{not json")) else {
+        let Checked::Invalid(reason, _) = engine.check(&record(Topic::Traffic, b"{not json"))
+        else {
             unreachable!("not JSON is invalid");
         };
         assert_eq!(reason, DeadLetterReason::MalformedJson);

@@ -81,6 +81,8 @@ pub struct Report {
     pub expectations: Vec<Verdict>,
     /// Whether every expectation held.
     pub passed: bool,
+    /// Several instances in one group: what their group went through.
+    pub instances: Option<crate::run::InstancesOutcome>,
     /// The simulator's version.
     pub version: String,
     /// What the report's charts draw.
@@ -142,6 +144,7 @@ impl Report {
             passed: expectations.iter().all(|v| v.pass),
             expectations,
             digest,
+            instances: run.instances.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             series: Series::of(run, scenario.start_ms()),
         }
@@ -168,6 +171,14 @@ impl Report {
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
         let _ = writeln!(s, "records   {total} ({})", per_topic.join(", "));
+        if let Some(i) = &self.instances {
+            let _ = writeln!(
+                s,
+                "instances {} at the start: {} rebalances, {} records forwarded twice (dropped), \
+                 stage 2 moved {} times",
+                i.count, i.rebalances, i.forwarded_twice, i.lease_moves
+            );
+        }
         let _ = writeln!(s, "{:<24}{:>12}{:>10}", "query", "final rows", "late");
         for q in Query::ALL {
             let _ = writeln!(

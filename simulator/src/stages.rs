@@ -1,0 +1,359 @@
+//! Several instances of the job in one consumer group, run as the two stages of
+//! docs/scale-out.md on the simulated clock: each live instance's stage 1 forwards the records of
+//! the input partitions the group assigned it to the checked partitions (input partition p to
+//! checked partition p, in order); the lease holder's stage 2 — the memory backend's driver —
+//! reads them. Instances are killed, join and leave at planned instants; a rebalance stops
+//! every stage 1, reassigns the partitions over the live instances and restarts each from the
+//! offset the group committed for it, so the records forwarded after that commit are forwarded
+//! again: stage 2 sees them twice and drops the second copy by its source offset.
+//!
+//! Stage 2 is told each partition's *input* end, not how far stage 1 has forwarded, so a
+//! partition whose stage 1 is stopped holds the canonical merge back instead of letting later
+//! records of other partitions pass: the output does not depend on stage 1's pace, kills or
+//! rebalances, only latency does.
+
+use std::collections::VecDeque;
+
+use pipeline::time::Millis;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::faults::{InstanceEvent, InstancesPlan};
+
+/// From a stage-1 read to its checked records acknowledged by Kafka, milliseconds.
+const FORWARD_MS: Millis = 5;
+/// Stage 1 commits what was acknowledged this long after, milliseconds (an asynchronous
+/// commit after each acknowledged batch).
+const COMMIT_MS: Millis = 1_000;
+
+/// What a step of the instances did that the memory backend must act on.
+#[derive(Debug, Default)]
+pub(crate) struct Step {
+    /// The lease holder was killed: stage 2 dies with it and restarts on the next holder at
+    /// `restart_at` (once the group noticed and rebalanced).
+    pub holder_killed: Option<Millis>,
+    /// Partitions whose checked records grew.
+    pub forwarded: Vec<usize>,
+}
+
+/// The group's instances and their stage 1, per input partition (the memory backend's
+/// topic-major partition indices).
+#[derive(Debug)]
+pub(crate) struct Stages {
+    plan: InstancesPlan,
+    next_event: usize,
+    /// Live instances, by number.
+    alive: Vec<u32>,
+    next_id: u32,
+    /// Per partition: the instance whose stage 1 reads it; none during a rebalance.
+    owner: Vec<Option<u32>>,
+    /// Pending rebalance starts (a kill is noticed after the session timeout).
+    rebalance_at: Vec<Millis>,
+    /// Every stage 1 is stopped until then (a rebalance in progress).
+    stopped_until: Option<Millis>,
+    /// Per partition: stage 1's next offset to read.
+    pos: Vec<i64>,
+    /// Per partition: the offset the group committed for stage 1 (the next one to read).
+    committed: Vec<i64>,
+    /// Per partition: the checked partition holds the input's records below this offset.
+    forwarded: Vec<i64>,
+    /// Per partition: forwards not acknowledged yet: (at, from, to, instance).
+    in_flight: Vec<VecDeque<(Millis, i64, i64, u32)>>,
+    /// Commits not made yet: (at, partition, offset, instance).
+    commits: VecDeque<(Millis, usize, i64, u32)>,
+    /// Per partition: stage 2 reads again from here (records forwarded twice).
+    pub redeliver: Vec<Option<i64>>,
+    /// Rebalances so far.
+    pub rebalances: u32,
+    /// Records forwarded a second time (after a kill or a rebalance).
+    pub reforwarded: u64,
+}
+
+impl Stages {
+    pub fn new(plan: InstancesPlan, partitions: usize) -> Self {
+        let alive: Vec<u32> = (0..plan.count.max(1)).collect();
+        let mut s = Stages {
+            next_id: alive.len() as u32,
+            alive,
+            plan,
+            next_event: 0,
+            owner: vec![None; partitions],
+            rebalance_at: Vec::new(),
+            stopped_until: None,
+            pos: vec![0; partitions],
+            committed: vec![0; partitions],
+            forwarded: vec![0; partitions],
+            in_flight: vec![VecDeque::new(); partitions],
+            commits: VecDeque::new(),
+            redeliver: vec![None; partitions],
+            rebalances: 0,
+            reforwarded: 0,
+        };
+        s.assign();
+        s
+    }
+
+    /// The holder of the stage-2 lease: the live instance with the lowest number.
+    pub fn holder(&self) -> Option<u32> {
+        self.alive.first().copied()
+    }
+
+    /// How far stage 2 can read partition `i`.
+    pub fn forwarded(&self, i: usize) -> i64 {
+        self.forwarded[i]
+    }
+
+    /// The next instant at which the instances act, if any.
+    pub fn next_instant(&self) -> Option<Millis> {
+        let mut t: Option<Millis> = None;
+        let mut at = |x: Option<Millis>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        at(self.plan.events.get(self.next_event).map(|e| e.0));
+        at(self.rebalance_at.iter().copied().min());
+        at(self.stopped_until);
+        at(self
+            .in_flight
+            .iter()
+            .filter_map(|q| q.front().map(|f| f.0))
+            .min());
+        at(self.commits.front().map(|c| c.0));
+        t
+    }
+
+    /// Everything due by `now`; `visible_end` is each input partition's end as consumers see
+    /// it; `start` its first retained offset.
+    pub fn step(
+        &mut self,
+        now: Millis,
+        visible_end: &[i64],
+        start: impl Fn(usize) -> i64,
+        rng: &mut ChaCha8Rng,
+    ) -> Step {
+        let mut step = Step::default();
+        while let Some(&(at, event)) = self.plan.events.get(self.next_event)
+            && at <= now
+        {
+            self.next_event += 1;
+            self.event(now, event, rng, &mut step);
+        }
+        if self.rebalance_at.iter().any(|&t| t <= now) {
+            self.rebalance_at.retain(|&t| t > now);
+            self.start_rebalance(now);
+        }
+        if self.stopped_until.is_some_and(|t| t <= now) {
+            self.stopped_until = None;
+            self.assign();
+        }
+        for (i, &end) in visible_end.iter().enumerate().take(self.pos.len()) {
+            // A partition stage 2 already consumed past may have left the log.
+            self.pos[i] = self.pos[i].max(start(i));
+            if let Some(o) = self.owner[i]
+                && self.pos[i] < end
+            {
+                let from = self.pos[i];
+                self.in_flight[i].push_back((now + FORWARD_MS, from, end, o));
+                self.pos[i] = end;
+            }
+            while let Some(&(at, from, to, o)) = self.in_flight[i].front()
+                && at <= now
+            {
+                self.in_flight[i].pop_front();
+                self.land(i, from, to, &mut step);
+                self.commits.push_back((at + COMMIT_MS, i, to, o));
+            }
+        }
+        while let Some(&(at, i, offset, o)) = self.commits.front()
+            && at <= now
+        {
+            self.commits.pop_front();
+            if self.alive.contains(&o) {
+                self.committed[i] = self.committed[i].max(offset);
+            }
+        }
+        step
+    }
+
+    fn event(&mut self, now: Millis, event: InstanceEvent, rng: &mut ChaCha8Rng, step: &mut Step) {
+        match event {
+            // The last instance is never killed: a group with none would stop the run.
+            InstanceEvent::Kill | InstanceEvent::KillHolder if self.alive.len() > 1 => {
+                let victim = match event {
+                    InstanceEvent::KillHolder => self.alive[0],
+                    _ => self.alive[rng.random_range(0..self.alive.len())],
+                };
+                let was_holder = self.holder() == Some(victim);
+                self.alive.retain(|&a| a != victim);
+                // Its forwards in flight reach Kafka or not, by seed; it commits nothing more.
+                for i in 0..self.in_flight.len() {
+                    let mut kept = VecDeque::new();
+                    for f in std::mem::take(&mut self.in_flight[i]) {
+                        if f.3 != victim {
+                            kept.push_back(f);
+                        } else if rng.random_bool(0.5) {
+                            self.land(i, f.1, f.2, step);
+                        }
+                    }
+                    self.in_flight[i] = kept;
+                    if self.owner[i] == Some(victim) {
+                        self.owner[i] = None;
+                    }
+                }
+                self.commits.retain(|c| c.3 != victim);
+                let noticed = now + self.plan.session_timeout_ms;
+                self.rebalance_at.push(noticed);
+                if was_holder {
+                    step.holder_killed = Some(noticed + self.plan.rebalance_ms);
+                }
+            }
+            InstanceEvent::Kill | InstanceEvent::KillHolder => {}
+            InstanceEvent::Join => {
+                self.alive.push(self.next_id);
+                self.next_id += 1;
+                self.rebalance_at.push(now);
+            }
+            InstanceEvent::Leave => {
+                let holder = self.holder();
+                let leavers: Vec<u32> = self
+                    .alive
+                    .iter()
+                    .copied()
+                    .filter(|a| Some(*a) != holder)
+                    .collect();
+                if leavers.is_empty() {
+                    return;
+                }
+                let who = leavers[rng.random_range(0..leavers.len())];
+                // A graceful leave: its forwards are acknowledged and committed first.
+                for i in 0..self.in_flight.len() {
+                    let mut kept = VecDeque::new();
+                    for f in std::mem::take(&mut self.in_flight[i]) {
+                        if f.3 == who {
+                            self.land(i, f.1, f.2, step);
+                            self.committed[i] = self.committed[i].max(f.2);
+                        } else {
+                            kept.push_back(f);
+                        }
+                    }
+                    self.in_flight[i] = kept;
+                }
+                for c in self.commits.iter().filter(|c| c.3 == who) {
+                    self.committed[c.1] = self.committed[c.1].max(c.2);
+                }
+                self.commits.retain(|c| c.3 != who);
+                self.alive.retain(|&a| a != who);
+                self.rebalance_at.push(now);
+            }
+        }
+    }
+
+    /// Checked records of `[from, to)` reach partition `i`: those below what it already holds
+    /// are there twice, and stage 2 reads them again.
+    fn land(&mut self, i: usize, from: i64, to: i64, step: &mut Step) {
+        if from < self.forwarded[i] {
+            let again = self.forwarded[i].min(to) - from;
+            self.reforwarded += again.max(0) as u64;
+            self.redeliver[i] = Some(self.redeliver[i].map_or(from, |r| r.min(from)));
+        }
+        self.forwarded[i] = self.forwarded[i].max(to);
+        step.forwarded.push(i);
+    }
+
+    /// An eager rebalance: every stage 1 gives its partitions up (committing what was
+    /// acknowledged, as a consumer's revocation does) and waits for the new assignment.
+    fn start_rebalance(&mut self, now: Millis) {
+        self.rebalances += 1;
+        for c in self.commits.drain(..) {
+            self.committed[c.1] = self.committed[c.1].max(c.2);
+        }
+        self.owner.fill(None);
+        let until = now + self.plan.rebalance_ms;
+        self.stopped_until = Some(self.stopped_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// The partitions spread over the live instances (round robin by number); each stage 1
+    /// starts from the group's committed offset.
+    fn assign(&mut self) {
+        if self.alive.is_empty() {
+            return;
+        }
+        let n = self.alive.len();
+        for i in 0..self.owner.len() {
+            self.owner[i] = Some(self.alive[i % n]);
+            self.pos[i] = self.committed[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn stages(count: u32, events: Vec<(Millis, InstanceEvent)>) -> Stages {
+        Stages::new(
+            InstancesPlan {
+                count,
+                events,
+                session_timeout_ms: 1_000,
+                rebalance_ms: 100,
+            },
+            4,
+        )
+    }
+
+    fn run(s: &mut Stages, until: Millis, ends: &[i64]) -> Vec<Step> {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut steps = Vec::new();
+        let mut now = 0;
+        while now <= until {
+            steps.push(s.step(now, ends, |_| 0, &mut rng));
+            now += 10;
+        }
+        steps
+    }
+
+    // Proves the group's rules: the last instance is never killed, a leave never takes the
+    // lease holder, killing the holder says when stage 2 restarts (session timeout plus the
+    // rebalance), and the partitions end up spread over the live instances.
+    #[test]
+    fn kills_leaves_and_the_lease() {
+        let mut one = stages(1, vec![(0, InstanceEvent::Kill), (0, InstanceEvent::Leave)]);
+        run(&mut one, 100, &[5; 4]);
+        assert_eq!(one.holder(), Some(0));
+        assert_eq!((0..4).map(|i| one.forwarded(i)).collect::<Vec<_>>(), [5; 4]);
+
+        let mut two = stages(2, vec![(50, InstanceEvent::Leave)]);
+        run(&mut two, 2_000, &[5; 4]);
+        assert_eq!(two.holder(), Some(0));
+        assert_eq!(two.owner, [Some(0); 4]);
+
+        let mut three = stages(3, vec![(50, InstanceEvent::KillHolder)]);
+        let steps = run(&mut three, 3_000, &[5; 4]);
+        let killed: Vec<Millis> = steps.iter().filter_map(|s| s.holder_killed).collect();
+        assert_eq!(killed, [50 + 1_000 + 100]);
+        assert_eq!(three.holder(), Some(1));
+        assert_eq!(three.owner, [Some(1), Some(2), Some(1), Some(2)]);
+        assert_eq!(three.rebalances, 1);
+    }
+
+    // Proves records forwarded but not committed when their instance dies are forwarded again
+    // by the next owner, and stage 2 is told to read them again.
+    #[test]
+    fn a_kill_forwards_again_what_was_not_committed() {
+        let mut s = stages(2, vec![(500, InstanceEvent::Kill)]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        s.step(0, &[10; 4], |_| 0, &mut rng);
+        s.step(5, &[10; 4], |_| 0, &mut rng);
+        assert_eq!(s.forwarded(0), 10);
+        // Killed before its commit (due at 1,005): the next owner starts from offset 0 again.
+        s.step(500, &[10; 4], |_| 0, &mut rng);
+        for t in (510..3_000).step_by(10) {
+            s.step(t, &[10; 4], |_| 0, &mut rng);
+        }
+        assert!(s.reforwarded >= 10, "{}", s.reforwarded);
+        assert!(s.redeliver.iter().any(Option::is_some));
+    }
+}
