@@ -105,7 +105,8 @@ fn job_faults() {
 // Proves three instances in one group, with a kill, a kill of the lease holder, a join and a
 // leave (each kill noticed after a session timeout longer than the watermark delay), give the
 // one-instance run's final rows: stage 2 restarted on another instance, records forwarded twice
-// were dropped, and the instances' own outcome is the same on every run.
+// were dropped, and the instances' own outcome is the same on every run; and that two or five
+// instances over one or eight partitions a topic give them too.
 #[test]
 fn scale_out() {
     let r = passes_twice("scale_out");
@@ -123,6 +124,25 @@ fn scale_out() {
     );
     let again = simulator::run_file(&scenario_path("scale_out"), &Default::default()).unwrap();
     assert_eq!(again.instances, r.instances);
+    // The same final rows on one partition a topic and two instances, or eight and five.
+    let path = scenario_path("scale_out");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (partitions, instances) in [(1, 2), (8, 5)] {
+        let text = text
+            .replace("instances = 3", &format!("instances = {instances}"))
+            .replace(
+                "sink_write_ms = 20",
+                &format!("sink_write_ms = 20\npartitions = {partitions}"),
+            );
+        let scenario = Scenario::parse(&text, &path).unwrap();
+        let other =
+            simulator::run_scenario(&scenario, &path, &Default::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(
+            (other.digest.as_str(), other.instances.map(|i| i.count)),
+            (r.digest.as_str(), Some(instances)),
+            "{partitions} partitions, {instances} instances"
+        );
+    }
 }
 
 // Proves every scenario in the folder is covered by a test above.
