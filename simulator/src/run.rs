@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use generator::{FaultKind, Generator};
+use pipeline::driver::mirror::Mirror;
 use pipeline::driver::{
     Action, CheckpointData, Driver, DriverStats, InputFormat, PartitionId, SinkSpec, StartAt,
     StopReason, Write, WriteMeta,
@@ -296,6 +297,8 @@ enum EventKind {
         id: u64,
         result: Result<(), String>,
         positions: Vec<(PartitionId, i64)>,
+        /// With two stages: the checked offsets that hold those positions.
+        checked: Vec<(PartitionId, i64)>,
     },
 }
 
@@ -409,6 +412,13 @@ struct Sim<'a> {
     /// checked records are encoded into.
     checker: Option<Engine>,
     checked_buf: Vec<u8>,
+    /// With two stages: the checked partitions (input partition p's checked records in checked
+    /// partition p, each value its source offset, 8 bytes little-endian, then the checked
+    /// record), what the lease holder's stage 2 reads through the mirror, and the next checked
+    /// offset the group committed for it per partition.
+    checked: Option<MemoryLog>,
+    mirror: Mirror,
+    checked_committed: Vec<i64>,
     lease_moves: u32,
 }
 
@@ -486,6 +496,9 @@ impl<'a> Sim<'a> {
                 None => None,
             },
             checked_buf: Vec::new(),
+            checked: plan.instances.as_ref().map(|_| MemoryLog::new(ppt)),
+            mirror: Mirror::new(),
+            checked_committed: vec![0; n],
             lease_moves: 0,
         };
         sim.start_driver()?;
@@ -535,14 +548,33 @@ impl<'a> Sim<'a> {
             )?,
         };
         let ids = self.partition_ids();
-        for (id, start) in driver.handle_assigned(self.now, &ids) {
-            let offset = match start {
-                StartAt::After(o) => o + 1,
-                StartAt::Beginning => self.log.start_offset(id.0, id.1),
-                // Commits follow checkpoints, so without a checkpoint nothing was committed.
-                StartAt::Committed => self.log.start_offset(id.0, id.1),
+        let starts = driver.handle_assigned(self.now, &ids);
+        if let Some(checked) = self.checked.as_mut() {
+            // Stage 2 resumes each checked partition at the offset the group committed for it;
+            // the mirror drops what the checkpoint already covers.
+            self.mirror = match &self.checkpoint {
+                Some(c) => Mirror::restored(
+                    &c.positions
+                        .iter()
+                        .map(|(k, v)| (*k, *v))
+                        .collect::<Vec<_>>(),
+                ),
+                None => Mirror::new(),
             };
-            self.log.seek(id.0, id.1, offset);
+            for (i, id) in ids.iter().enumerate() {
+                let at = self.checked_committed[i].max(checked.start_offset(id.0, id.1));
+                checked.seek(id.0, id.1, at);
+            }
+        } else {
+            for (id, start) in starts {
+                let offset = match start {
+                    StartAt::After(o) => o + 1,
+                    StartAt::Beginning => self.log.start_offset(id.0, id.1),
+                    // Commits follow checkpoints, so without a checkpoint nothing was committed.
+                    StartAt::Committed => self.log.start_offset(id.0, id.1),
+                };
+                self.log.seek(id.0, id.1, offset);
+            }
         }
         self.reported.iter_mut().for_each(|r| *r = (-1, -1));
         self.poll_due = true;
@@ -765,9 +797,10 @@ impl<'a> Sim<'a> {
                 id,
                 result,
                 positions,
+                checked,
             } => {
                 if result.is_ok() {
-                    self.commit(&positions);
+                    self.commit(&positions, &checked);
                 }
                 if epoch == self.epoch
                     && let Some(d) = self.driver.as_mut()
@@ -803,9 +836,23 @@ impl<'a> Sim<'a> {
 
     /// Positions committed: the log may forget what precedes the previous commit (a restart
     /// resumes from the latest checkpoint, which is at or after it).
-    fn commit(&mut self, positions: &[(PartitionId, i64)]) {
-        for (id, offset) in std::mem::take(&mut self.last_commit) {
-            self.log.truncate_below(id.0, id.1, offset + 1);
+    /// With two stages the commit is of the checked offsets that hold the positions: a restart
+    /// of stage 2 resumes there, and the input log is the business of stage 1's commits.
+    fn commit(&mut self, positions: &[(PartitionId, i64)], checked: &[(PartitionId, i64)]) {
+        match self.checked.as_mut() {
+            None => {
+                for (id, offset) in std::mem::take(&mut self.last_commit) {
+                    self.log.truncate_below(id.0, id.1, offset + 1);
+                }
+            }
+            Some(log) => {
+                let ppt = self.ppt as usize;
+                for &((t, p), offset) in checked {
+                    let i = Topic::ALL.iter().position(|x| *x == t).unwrap_or(0) * ppt + p as usize;
+                    self.checked_committed[i] = self.checked_committed[i].max(offset + 1);
+                    log.truncate_below(t, p, self.checked_committed[i]);
+                }
+            }
         }
         self.last_commit = positions.iter().copied().collect();
         self.update_commit_behind();
@@ -900,15 +947,20 @@ impl<'a> Sim<'a> {
     /// paused.
     fn readable(&self, i: usize) -> bool {
         let id = self.id(i);
-        !self.paused[i] && self.log.position(id.0, id.1) < self.readable_end(i)
+        !self.paused[i]
+            && match &self.checked {
+                None => self.log.position(id.0, id.1) < self.visible_end[i],
+                Some(c) => c.position(id.0, id.1) < c.end_offset(id.0, id.1),
+            }
     }
 
-    /// Partition `i`'s records the driver can read below this offset: those visible, or with
-    /// two stages those stage 1 has forwarded.
-    fn readable_end(&self, i: usize) -> i64 {
-        match &self.stages {
-            Some(s) => s.forwarded(i).min(self.visible_end[i]),
-            None => self.visible_end[i],
+    /// The next input offset the driver will be handed from partition `i`: the log's position,
+    /// or with two stages the mirror's.
+    fn handed_up_to(&self, i: usize) -> i64 {
+        let id = self.id(i);
+        match &self.checked {
+            None => self.log.position(id.0, id.1),
+            Some(_) => self.mirror.next_source(id).unwrap_or(0),
         }
     }
 
@@ -927,7 +979,28 @@ impl<'a> Sim<'a> {
             |i| log.start_offset(Topic::ALL[i / ppt], (i % ppt) as i32),
             &mut self.rng,
         );
-        if !step.forwarded.is_empty() {
+        if let (Some(checked), Some(checker)) = (self.checked.as_mut(), self.checker.as_ref()) {
+            let buf = &mut self.checked_buf;
+            for &(i, from, to) in &step.landed {
+                let (topic, p) = (Topic::ALL[i / ppt], (i % ppt) as i32);
+                for o in from..to {
+                    let Some(rec) = self.log.record(topic, p, o) else {
+                        continue;
+                    };
+                    buf.clear();
+                    buf.extend_from_slice(&o.to_le_bytes());
+                    forward::encode(rec.value, &checker.check(&rec), buf);
+                    let (to_partition, _) =
+                        checked.append(topic, rec.key, buf, rec.kafka_timestamp_ms);
+                    debug_assert_eq!(to_partition, p, "a checked partition mirrors its input");
+                }
+            }
+            for i in 0..self.visible_end.len() {
+                let (topic, p) = (Topic::ALL[i / ppt], (i % ppt) as i32);
+                self.log.truncate_below(topic, p, stages.committed(i));
+            }
+        }
+        if !step.landed.is_empty() {
             self.poll_due = true;
         }
         if let Some(restart_at) = step.holder_killed
@@ -945,6 +1018,9 @@ impl<'a> Sim<'a> {
         } else {
             self.plan.max_poll_records
         };
+        if self.checked.is_some() {
+            return self.read_checked((topic, p), i, max);
+        }
         let mut from = self.log.position(topic, p);
         if self.plan.duplicate_delivery > 0.0 && self.rng.random_bool(self.plan.duplicate_delivery)
         {
@@ -952,32 +1028,13 @@ impl<'a> Sim<'a> {
             let back = self.rng.random_range(1..=10);
             from = (from - back).max(self.log.start_offset(topic, p));
         }
-        if let Some(again) = self.stages.as_mut().and_then(|s| s.redeliver[i].take()) {
-            // Stage 1 forwarded these again: they follow in the checked partition.
-            from = from.min(again).max(self.log.start_offset(topic, p));
-        }
-        let to = (self.log.position(topic, p) + max as i64).min(self.readable_end(i));
+        let to = (self.log.position(topic, p) + max as i64).min(self.visible_end[i]);
         let Some(driver) = self.driver.as_mut() else {
             return;
         };
-        let mut records: Vec<RawRecord<'_>> = (from..to)
+        let records: Vec<RawRecord<'_>> = (from..to)
             .filter_map(|o| self.log.record(topic, p, o))
             .collect();
-        if let Some(checker) = &self.checker {
-            // Stage 1's checked records, as stage 2 reads them from the checked partition.
-            let buf = &mut self.checked_buf;
-            buf.clear();
-            let mut ends = Vec::with_capacity(records.len());
-            for r in &records {
-                forward::encode(r.value, &checker.check(r), buf);
-                ends.push(buf.len());
-            }
-            let mut start = 0;
-            for (r, end) in records.iter_mut().zip(ends) {
-                r.value = &buf[start..end];
-                start = end;
-            }
-        }
         // A driver that is not stopping takes the records, and with them their partition's new
         // position (its next offset is the last one's plus one).
         let takes = !driver.is_stopping();
@@ -999,6 +1056,46 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Stage 2 reads checked partition `i` through the mirror: records forwarded twice are
+    /// dropped, the rest are handed over with their source offsets, and the driver is told the
+    /// input partition's end (not how far stage 1 has forwarded, which would let later records
+    /// of other partitions pass a stalled one).
+    fn read_checked(&mut self, (topic, p): PartitionId, i: usize, max: usize) {
+        let (Some(checked), Some(driver)) = (self.checked.as_mut(), self.driver.as_mut()) else {
+            return;
+        };
+        let mut from = checked.position(topic, p);
+        if self.plan.duplicate_delivery > 0.0 && self.rng.random_bool(self.plan.duplicate_delivery)
+        {
+            let back = self.rng.random_range(1..=10);
+            from = (from - back).max(checked.start_offset(topic, p));
+        }
+        let to = (checked.position(topic, p) + max as i64).min(checked.end_offset(topic, p));
+        let mirror = &mut self.mirror;
+        let records: Vec<RawRecord<'_>> = (from..to)
+            .filter_map(|o| checked.record(topic, p, o))
+            .filter_map(|r| {
+                let (head, value) = r.value.split_at_checked(8)?;
+                let source = i64::from_le_bytes(head.try_into().ok()?);
+                let offset = r.position.offset;
+                mirror
+                    .accept((topic, p), offset, source)
+                    .then_some(RawRecord {
+                        value,
+                        position: pipeline::engine::SourcePosition {
+                            partition: p,
+                            offset: source,
+                        },
+                        ..r
+                    })
+            })
+            .collect();
+        driver.handle_records(self.now, &records);
+        drop(records);
+        checked.seek(topic, p, to);
+        self.progress_changed.push(i);
+    }
+
     /// Tells the driver where each partition stands, when that changed.
     fn report_progress(&mut self) {
         if self.driver.is_none() {
@@ -1015,7 +1112,7 @@ impl<'a> Sim<'a> {
         changed.dedup();
         for &i in &changed {
             let id = self.id(i);
-            let now = (self.log.position(id.0, id.1), self.visible_end[i]);
+            let now = (self.handed_up_to(i), self.visible_end[i]);
             if self.reported[i] != now {
                 self.reported[i] = now;
                 self.end_held[i] = true;
@@ -1059,6 +1156,10 @@ impl<'a> Sim<'a> {
                         None => Ok(()),
                     };
                     let epoch = self.epoch;
+                    let checked = match self.checked {
+                        Some(_) => self.mirror.commit(&positions),
+                        None => Vec::new(),
+                    };
                     self.schedule(
                         at,
                         EventKind::CommitDone {
@@ -1066,6 +1167,7 @@ impl<'a> Sim<'a> {
                             id,
                             result,
                             positions,
+                            checked,
                         },
                     );
                 }
@@ -1199,7 +1301,7 @@ impl<'a> Sim<'a> {
                     .partition_ids()
                     .iter()
                     .enumerate()
-                    .all(|(i, id)| self.log.position(id.0, id.1) >= self.visible_end[i]);
+                    .all(|(i, _)| self.handed_up_to(i) >= self.visible_end[i]);
             if caught_up && let Some(last) = self.recovery.last_mut() {
                 last.1 = Some(now);
             }
@@ -1241,10 +1343,13 @@ impl<'a> Sim<'a> {
                     None
                 }
                 EventKind::CommitDone {
-                    result, positions, ..
+                    result,
+                    positions,
+                    checked,
+                    ..
                 } => {
                     if result.is_ok() && self.rng.random_bool(0.5) {
-                        self.commit(&positions);
+                        self.commit(&positions, &checked);
                     }
                     None
                 }
@@ -1295,7 +1400,7 @@ impl<'a> Sim<'a> {
         let all_read = ids
             .iter()
             .enumerate()
-            .all(|(i, id)| self.log.position(id.0, id.1) >= self.visible_end[i]);
+            .all(|(i, _)| self.handed_up_to(i) >= self.visible_end[i]);
         let Some(driver) = self.driver.as_mut() else {
             return Ok(());
         };

@@ -32,8 +32,9 @@ pub(crate) struct Step {
     /// The lease holder was killed: stage 2 dies with it and restarts on the next holder at
     /// `restart_at` (once the group noticed and rebalanced).
     pub holder_killed: Option<Millis>,
-    /// Partitions whose checked records grew.
-    pub forwarded: Vec<usize>,
+    /// Checked records that reached Kafka, in order: (partition, from, to) — the input
+    /// partition's records `[from, to)`, appended to its checked partition.
+    pub landed: Vec<(usize, i64, i64)>,
 }
 
 /// The group's instances and their stage 1, per input partition (the memory backend's
@@ -61,8 +62,6 @@ pub(crate) struct Stages {
     in_flight: Vec<VecDeque<(Millis, i64, i64, u32)>>,
     /// Commits not made yet: (at, partition, offset, instance).
     commits: VecDeque<(Millis, usize, i64, u32)>,
-    /// Per partition: stage 2 reads again from here (records forwarded twice).
-    pub redeliver: Vec<Option<i64>>,
     /// Rebalances so far.
     pub rebalances: u32,
     /// Records forwarded a second time (after a kill or a rebalance).
@@ -85,7 +84,6 @@ impl Stages {
             forwarded: vec![0; partitions],
             in_flight: vec![VecDeque::new(); partitions],
             commits: VecDeque::new(),
-            redeliver: vec![None; partitions],
             rebalances: 0,
             reforwarded: 0,
         };
@@ -98,9 +96,10 @@ impl Stages {
         self.alive.first().copied()
     }
 
-    /// How far stage 2 can read partition `i`.
-    pub fn forwarded(&self, i: usize) -> i64 {
-        self.forwarded[i]
+    /// The offset below which the group committed partition `i` for stage 1: the input
+    /// partition's records below it are never read again.
+    pub fn committed(&self, i: usize) -> i64 {
+        self.committed[i]
     }
 
     /// The next instant at which the instances act, if any.
@@ -250,15 +249,13 @@ impl Stages {
     }
 
     /// Checked records of `[from, to)` reach partition `i`: those below what it already holds
-    /// are there twice, and stage 2 reads them again.
+    /// are there twice.
     fn land(&mut self, i: usize, from: i64, to: i64, step: &mut Step) {
         if from < self.forwarded[i] {
-            let again = self.forwarded[i].min(to) - from;
-            self.reforwarded += again.max(0) as u64;
-            self.redeliver[i] = Some(self.redeliver[i].map_or(from, |r| r.min(from)));
+            self.reforwarded += (self.forwarded[i].min(to) - from).max(0) as u64;
         }
         self.forwarded[i] = self.forwarded[i].max(to);
-        step.forwarded.push(i);
+        step.landed.push((i, from, to));
     }
 
     /// An eager rebalance: every stage 1 gives its partitions up (committing what was
@@ -321,9 +318,11 @@ mod tests {
     #[test]
     fn kills_leaves_and_the_lease() {
         let mut one = stages(1, vec![(0, InstanceEvent::Kill), (0, InstanceEvent::Leave)]);
-        run(&mut one, 100, &[5; 4]);
+        let steps = run(&mut one, 1_100, &[5; 4]);
         assert_eq!(one.holder(), Some(0));
-        assert_eq!((0..4).map(|i| one.forwarded(i)).collect::<Vec<_>>(), [5; 4]);
+        let landed: Vec<_> = steps.iter().flat_map(|s| s.landed.clone()).collect();
+        assert_eq!(landed, [(0, 0, 5), (1, 0, 5), (2, 0, 5), (3, 0, 5)]);
+        assert_eq!((0..4).map(|i| one.committed(i)).collect::<Vec<_>>(), [5; 4]);
 
         let mut two = stages(2, vec![(50, InstanceEvent::Leave)]);
         run(&mut two, 2_000, &[5; 4]);
@@ -340,20 +339,20 @@ mod tests {
     }
 
     // Proves records forwarded but not committed when their instance dies are forwarded again
-    // by the next owner, and stage 2 is told to read them again.
+    // by the next owner.
     #[test]
     fn a_kill_forwards_again_what_was_not_committed() {
         let mut s = stages(2, vec![(500, InstanceEvent::Kill)]);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        s.step(0, &[10; 4], |_| 0, &mut rng);
-        s.step(5, &[10; 4], |_| 0, &mut rng);
-        assert_eq!(s.forwarded(0), 10);
-        // Killed before its commit (due at 1,005): the next owner starts from offset 0 again.
-        s.step(500, &[10; 4], |_| 0, &mut rng);
-        for t in (510..3_000).step_by(10) {
-            s.step(t, &[10; 4], |_| 0, &mut rng);
+        let mut landed = Vec::new();
+        for t in (0..3_000).step_by(5) {
+            landed.extend(s.step(t, &[10; 4], |_| 0, &mut rng).landed);
         }
-        assert!(s.reforwarded >= 10, "{}", s.reforwarded);
-        assert!(s.redeliver.iter().any(Option::is_some));
+        // Each partition once at first; killed before its commit (due at 1,005), the victim's
+        // two partitions again from offset 0 by the survivor.
+        assert_eq!(landed.len(), 6, "{landed:?}");
+        assert!(landed.iter().all(|&(_, from, to)| (from, to) == (0, 10)));
+        assert_eq!(s.reforwarded, 20);
+        assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [10; 4]);
     }
 }

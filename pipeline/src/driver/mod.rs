@@ -39,6 +39,7 @@ pub mod checkpoint;
 pub mod config;
 mod lanes;
 mod merge;
+pub mod mirror;
 #[cfg(test)]
 mod tests;
 
