@@ -286,23 +286,11 @@ pub fn format_naive(ms: Millis) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// A [`Timestamp`] in a binary format (the checked records of docs/scale-out.md): the instant
-/// itself, with no text to write and parse again.
-#[derive(Serialize, Deserialize)]
-enum BinaryTimestamp {
-    Utc(Millis),
-    Naive(Millis),
-}
-
+// Always text, whatever the format says of itself: BSON reports itself not human-readable, and
+// the MongoDB sink's documents depend on this form (a binary form here broke them; the checked
+// records of docs/scale-out.md pay a parse of the text instead).
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if !s.is_human_readable() {
-            return match *self {
-                Timestamp::Utc(ms) => BinaryTimestamp::Utc(ms),
-                Timestamp::Naive(ms) => BinaryTimestamp::Naive(ms),
-            }
-            .serialize(s);
-        }
         let mut buf = [0u8; 24];
         let (ms, utc) = match *self {
             Timestamp::Utc(ms) => (ms, true),
@@ -324,12 +312,6 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if !d.is_human_readable() {
-            return Ok(match BinaryTimestamp::deserialize(d)? {
-                BinaryTimestamp::Utc(ms) => Timestamp::Utc(ms),
-                BinaryTimestamp::Naive(ms) => Timestamp::Naive(ms),
-            });
-        }
         struct TsVisitor;
         impl Visitor<'_> for TsVisitor {
             type Value = Timestamp;

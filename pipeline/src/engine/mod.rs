@@ -609,7 +609,7 @@ impl Engine {
         // `check` then `apply`, fused and written out: the message is matched where it was
         // decoded instead of moved into a `Checked`, and validated where it is used. Callgrind,
         // engine bench: `check` then `apply` here cost 190 instructions a record (3.6 %) over
-        // the engine before the split, this 69 (1.3 %): LLVM no longer inlines the decoding
+        // the engine before the split, this about 50 (1 %): LLVM no longer inlines the decoding
         // helpers `check` calls too as it did when `ingest` was their only caller.
         self.counters.records_in[topic_index(rec.topic)] += 1;
         if let Err((reason, detail)) = decode::check_size(rec.value, &self.config) {
