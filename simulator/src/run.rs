@@ -405,21 +405,27 @@ struct Sim<'a> {
     throughput: ThroughputSeries,
     /// Records covered by a durable checkpoint, per partition: the processed ones.
     covered: Covered<PartitionId>,
-    /// Several instances in one group: their stage 1, and the lease holder's stage 2 is the
-    /// driver here (docs/scale-out.md).
-    stages: Option<Stages>,
-    /// The stateless checks of stage 1 (an engine that never holds state) and the buffer its
-    /// checked records are encoded into.
-    checker: Option<Engine>,
-    checked_buf: Vec<u8>,
-    /// With two stages: the checked partitions (input partition p's checked records in checked
-    /// partition p, each value its source offset, 8 bytes little-endian, then the checked
-    /// record), what the lease holder's stage 2 reads through the mirror, and the next checked
-    /// offset the group committed for it per partition.
-    checked: Option<MemoryLog>,
-    mirror: Mirror,
-    checked_committed: Vec<i64>,
+    /// Several instances in one group: the two stages beside the driver, which is the lease
+    /// holder's stage 2 (docs/scale-out.md).
+    two: Option<TwoStages>,
     lease_moves: u32,
+}
+
+/// What runs beside the driver when several instances share the input.
+struct TwoStages {
+    /// The instances and their stage 1.
+    stages: Stages,
+    /// Stage 1's stateless checks: an engine that never holds state.
+    checker: Engine,
+    /// The checked partitions: input partition p's checked records in checked partition p, each
+    /// value its source offset (8 bytes, little-endian), then the checked record.
+    log: MemoryLog,
+    /// What the lease holder's stage 2 reads them through.
+    mirror: Mirror,
+    /// Per partition: the next checked offset the group committed for stage 2.
+    committed: Vec<i64>,
+    /// The buffer a checked record is encoded into.
+    buf: Vec<u8>,
 }
 
 impl<'a> Sim<'a> {
@@ -490,15 +496,17 @@ impl<'a> Sim<'a> {
             steps: 0,
             throughput: ThroughputSeries::new(start),
             covered: Covered::default(),
-            stages: plan.instances.clone().map(|p| Stages::new(p, n)),
-            checker: match plan.instances {
-                Some(_) => Some(Engine::new(scenario.pipeline.clone())?),
+            two: match &plan.instances {
+                Some(p) => Some(TwoStages {
+                    stages: Stages::new(p.clone(), n),
+                    checker: Engine::new(scenario.pipeline.clone())?,
+                    log: MemoryLog::new(ppt),
+                    mirror: Mirror::new(),
+                    committed: vec![0; n],
+                    buf: Vec::new(),
+                }),
                 None => None,
             },
-            checked_buf: Vec::new(),
-            checked: plan.instances.as_ref().map(|_| MemoryLog::new(ppt)),
-            mirror: Mirror::new(),
-            checked_committed: vec![0; n],
             lease_moves: 0,
         };
         sim.start_driver()?;
@@ -514,8 +522,7 @@ impl<'a> Sim<'a> {
 
     /// The partition at index `i` of [`Sim::partition_ids`].
     fn id(&self, i: usize) -> PartitionId {
-        let ppt = self.ppt as usize;
-        (Topic::ALL[i / ppt], (i % ppt) as i32)
+        partition_at(self.ppt, i)
     }
 
     fn index(&self, topic: Topic, partition: i32) -> usize {
@@ -531,7 +538,7 @@ impl<'a> Sim<'a> {
         if let Some(n) = self.plan.max_pending_items {
             config.max_pending_items = n.max(config.write_max_items);
         }
-        if self.stages.is_some() {
+        if self.two.is_some() {
             config.input = InputFormat::Checked;
         }
         let watch = Stopwatch::start();
@@ -549,21 +556,16 @@ impl<'a> Sim<'a> {
         };
         let ids = self.partition_ids();
         let starts = driver.handle_assigned(self.now, &ids);
-        if let Some(checked) = self.checked.as_mut() {
+        if let Some(two) = self.two.as_mut() {
             // Stage 2 resumes each checked partition at the offset the group committed for it;
             // the mirror drops what the checkpoint already covers.
-            self.mirror = match &self.checkpoint {
-                Some(c) => Mirror::restored(
-                    &c.positions
-                        .iter()
-                        .map(|(k, v)| (*k, *v))
-                        .collect::<Vec<_>>(),
-                ),
+            two.mirror = match &self.checkpoint {
+                Some(c) => Mirror::restored(c.positions.iter().map(|(k, v)| (*k, *v))),
                 None => Mirror::new(),
             };
             for (i, id) in ids.iter().enumerate() {
-                let at = self.checked_committed[i].max(checked.start_offset(id.0, id.1));
-                checked.seek(id.0, id.1, at);
+                let at = two.committed[i].max(two.log.start_offset(id.0, id.1));
+                two.log.seek(id.0, id.1, at);
             }
         } else {
             for (id, start) in starts {
@@ -634,7 +636,7 @@ impl<'a> Sim<'a> {
         at(self.driver.as_ref().and_then(Driver::poll_timeout));
         at(self.crashes.front().copied());
         at(self.restart_at);
-        at(self.stages.as_ref().and_then(Stages::next_instant));
+        at(self.two.as_ref().and_then(|t| t.stages.next_instant()));
         if self.driver.is_some()
             && let Some(up) = self.kafka_down(self.now)
         {
@@ -839,19 +841,16 @@ impl<'a> Sim<'a> {
     /// With two stages the commit is of the checked offsets that hold the positions: a restart
     /// of stage 2 resumes there, and the input log is the business of stage 1's commits.
     fn commit(&mut self, positions: &[(PartitionId, i64)], checked: &[(PartitionId, i64)]) {
-        match self.checked.as_mut() {
-            None => {
-                for (id, offset) in std::mem::take(&mut self.last_commit) {
-                    self.log.truncate_below(id.0, id.1, offset + 1);
-                }
+        if self.two.is_none() {
+            for (id, offset) in std::mem::take(&mut self.last_commit) {
+                self.log.truncate_below(id.0, id.1, offset + 1);
             }
-            Some(log) => {
-                let ppt = self.ppt as usize;
-                for &((t, p), offset) in checked {
-                    let i = Topic::ALL.iter().position(|x| *x == t).unwrap_or(0) * ppt + p as usize;
-                    self.checked_committed[i] = self.checked_committed[i].max(offset + 1);
-                    log.truncate_below(t, p, self.checked_committed[i]);
-                }
+        }
+        for &((t, p), offset) in checked {
+            let i = self.index(t, p);
+            if let Some(two) = self.two.as_mut() {
+                two.committed[i] = two.committed[i].max(offset + 1);
+                two.log.truncate_below(t, p, two.committed[i]);
             }
         }
         self.last_commit = positions.iter().copied().collect();
@@ -948,9 +947,9 @@ impl<'a> Sim<'a> {
     fn readable(&self, i: usize) -> bool {
         let id = self.id(i);
         !self.paused[i]
-            && match &self.checked {
+            && match &self.two {
                 None => self.log.position(id.0, id.1) < self.visible_end[i],
-                Some(c) => c.position(id.0, id.1) < c.end_offset(id.0, id.1),
+                Some(t) => t.log.position(id.0, id.1) < t.log.end_offset(id.0, id.1),
             }
     }
 
@@ -958,9 +957,9 @@ impl<'a> Sim<'a> {
     /// or with two stages the mirror's.
     fn handed_up_to(&self, i: usize) -> i64 {
         let id = self.id(i);
-        match &self.checked {
+        match &self.two {
             None => self.log.position(id.0, id.1),
-            Some(_) => self.mirror.next_source(id).unwrap_or(0),
+            Some(t) => t.mirror.next_source(id).unwrap_or(0),
         }
     }
 
@@ -968,37 +967,29 @@ impl<'a> Sim<'a> {
     /// rebalances. A killed lease holder takes stage 2 down with it until the next holder
     /// restarts it from the last checkpoint.
     fn step_stages(&mut self) {
-        let Some(stages) = self.stages.as_mut() else {
+        let Some(two) = self.two.as_mut() else {
             return;
         };
-        let log = &self.log;
-        let ppt = self.ppt as usize;
-        let step = stages.step(
-            self.now,
-            &self.visible_end,
-            |i| log.start_offset(Topic::ALL[i / ppt], (i % ppt) as i32),
-            &mut self.rng,
-        );
-        if let (Some(checked), Some(checker)) = (self.checked.as_mut(), self.checker.as_ref()) {
-            let buf = &mut self.checked_buf;
-            for &(i, from, to) in &step.landed {
-                let (topic, p) = (Topic::ALL[i / ppt], (i % ppt) as i32);
-                for o in from..to {
-                    let Some(rec) = self.log.record(topic, p, o) else {
-                        continue;
-                    };
-                    buf.clear();
-                    buf.extend_from_slice(&o.to_le_bytes());
-                    forward::encode(rec.value, &checker.check(&rec), buf);
-                    let (to_partition, _) =
-                        checked.append(topic, rec.key, buf, rec.kafka_timestamp_ms);
-                    debug_assert_eq!(to_partition, p, "a checked partition mirrors its input");
-                }
+        let step = two.stages.step(self.now, &self.visible_end, &mut self.rng);
+        for &(i, from, to) in &step.landed {
+            let (topic, p) = partition_at(self.ppt, i);
+            for o in from..to {
+                let Some(rec) = self.log.record(topic, p, o) else {
+                    continue;
+                };
+                two.buf.clear();
+                two.buf.extend_from_slice(&o.to_le_bytes());
+                forward::encode(rec.value, &two.checker.check(&rec), &mut two.buf);
+                let (to_partition, _) =
+                    two.log
+                        .append(topic, rec.key, &two.buf, rec.kafka_timestamp_ms);
+                debug_assert_eq!(to_partition, p, "a checked partition mirrors its input");
             }
-            for i in 0..self.visible_end.len() {
-                let (topic, p) = (Topic::ALL[i / ppt], (i % ppt) as i32);
-                self.log.truncate_below(topic, p, stages.committed(i));
-            }
+        }
+        // Stage 1 never reads its input below what the group committed for it.
+        for i in 0..self.visible_end.len() {
+            let (topic, p) = partition_at(self.ppt, i);
+            self.log.truncate_below(topic, p, two.stages.committed(i));
         }
         if !step.landed.is_empty() {
             self.poll_due = true;
@@ -1018,7 +1009,7 @@ impl<'a> Sim<'a> {
         } else {
             self.plan.max_poll_records
         };
-        if self.checked.is_some() {
+        if self.two.is_some() {
             return self.read_checked((topic, p), i, max);
         }
         let mut from = self.log.position(topic, p);
@@ -1061,9 +1052,10 @@ impl<'a> Sim<'a> {
     /// input partition's end (not how far stage 1 has forwarded, which would let later records
     /// of other partitions pass a stalled one).
     fn read_checked(&mut self, (topic, p): PartitionId, i: usize, max: usize) {
-        let (Some(checked), Some(driver)) = (self.checked.as_mut(), self.driver.as_mut()) else {
+        let (Some(two), Some(driver)) = (self.two.as_mut(), self.driver.as_mut()) else {
             return;
         };
+        let (checked, mirror) = (&mut two.log, &mut two.mirror);
         let mut from = checked.position(topic, p);
         if self.plan.duplicate_delivery > 0.0 && self.rng.random_bool(self.plan.duplicate_delivery)
         {
@@ -1071,7 +1063,6 @@ impl<'a> Sim<'a> {
             from = (from - back).max(checked.start_offset(topic, p));
         }
         let to = (checked.position(topic, p) + max as i64).min(checked.end_offset(topic, p));
-        let mirror = &mut self.mirror;
         let records: Vec<RawRecord<'_>> = (from..to)
             .filter_map(|o| checked.record(topic, p, o))
             .filter_map(|r| {
@@ -1156,8 +1147,8 @@ impl<'a> Sim<'a> {
                         None => Ok(()),
                     };
                     let epoch = self.epoch;
-                    let checked = match self.checked {
-                        Some(_) => self.mirror.commit(&positions),
+                    let checked = match self.two.as_mut() {
+                        Some(t) => t.mirror.commit(&positions),
                         None => Vec::new(),
                     };
                     self.schedule(
@@ -1451,16 +1442,22 @@ impl<'a> Sim<'a> {
             driver: self.stats,
             pending_items_max,
             commit_behind_max_ms: Some(self.commit_behind_max_ms),
-            instances: self.stages.as_ref().map(|st| InstancesOutcome {
+            instances: self.two.as_ref().map(|t| InstancesOutcome {
                 count: self.plan.instances.as_ref().map_or(1, |p| p.count),
-                rebalances: st.rebalances,
-                forwarded_twice: st.reforwarded,
+                rebalances: t.stages.rebalances,
+                forwarded_twice: t.stages.reforwarded,
                 lease_moves: self.lease_moves,
             }),
             driver_max_pending: self.plan.max_pending_items,
             throughput: self.throughput,
         }
     }
+}
+
+/// The partition at index `i` when a topic has `ppt` partitions (topic-major).
+fn partition_at(ppt: i32, i: usize) -> PartitionId {
+    let ppt = ppt as usize;
+    (Topic::ALL[i / ppt], (i % ppt) as i32)
 }
 
 /// What became of each labelled record, read from the store's dead letters and late records by

@@ -123,14 +123,8 @@ impl Stages {
     }
 
     /// Everything due by `now`; `visible_end` is each input partition's end as consumers see
-    /// it; `start` its first retained offset.
-    pub fn step(
-        &mut self,
-        now: Millis,
-        visible_end: &[i64],
-        start: impl Fn(usize) -> i64,
-        rng: &mut ChaCha8Rng,
-    ) -> Step {
+    /// it.
+    pub fn step(&mut self, now: Millis, visible_end: &[i64], rng: &mut ChaCha8Rng) -> Step {
         let mut step = Step::default();
         while let Some(&(at, event)) = self.plan.events.get(self.next_event)
             && at <= now
@@ -147,8 +141,6 @@ impl Stages {
             self.assign();
         }
         for (i, &end) in visible_end.iter().enumerate().take(self.pos.len()) {
-            // A partition stage 2 already consumed past may have left the log.
-            self.pos[i] = self.pos[i].max(start(i));
             if let Some(o) = self.owner[i]
                 && self.pos[i] < end
             {
@@ -306,7 +298,7 @@ mod tests {
         let mut steps = Vec::new();
         let mut now = 0;
         while now <= until {
-            steps.push(s.step(now, ends, |_| 0, &mut rng));
+            steps.push(s.step(now, ends, &mut rng));
             now += 10;
         }
         steps
@@ -346,7 +338,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut landed = Vec::new();
         for t in (0..3_000).step_by(5) {
-            landed.extend(s.step(t, &[10; 4], |_| 0, &mut rng).landed);
+            landed.extend(s.step(t, &[10; 4], &mut rng).landed);
         }
         // Each partition once at first; killed before its commit (due at 1,005), the victim's
         // two partitions again from offset 0 by the survivor.

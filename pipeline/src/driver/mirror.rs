@@ -35,9 +35,9 @@ impl Mirror {
 
     /// A mirror resuming from a checkpoint: the records at or below each partition's position
     /// were applied already and are dropped if read again.
-    pub fn restored(positions: &[(PartitionId, i64)]) -> Self {
+    pub fn restored(positions: impl IntoIterator<Item = (PartitionId, i64)>) -> Self {
         let mut m = Mirror::new();
-        for &(id, last) in positions {
+        for (id, last) in positions {
             m.parts.entry(id).or_default().last = Some(last);
         }
         m
@@ -119,7 +119,7 @@ mod tests {
     // Proves a mirror restored from a checkpoint drops what the checkpoint covers.
     #[test]
     fn a_restored_mirror_drops_what_the_checkpoint_covers() {
-        let mut m = Mirror::restored(&[(P, 4)]);
+        let mut m = Mirror::restored([(P, 4)]);
         assert_eq!(m.next_source(P), Some(5));
         assert!(!m.accept(P, 10, 4));
         assert!(m.accept(P, 11, 5));
