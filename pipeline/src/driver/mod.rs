@@ -373,9 +373,10 @@ pub struct Driver {
     /// The commit in flight: its checkpoint id and positions.
     commit_in_flight: Option<(u64, Vec<(PartitionId, i64)>)>,
     last_committed: Option<u64>,
-    /// A failed commit no newer checkpoint has superseded yet: what to commit again, and when. Without it, a commit that fails as the input goes quiet (Kafka back
-    /// from an outage, its group coordinator still loading) would leave the group's offsets
-    /// behind until new records arrive.
+    /// A failed commit no newer checkpoint has superseded yet: what to commit again, and when.
+    /// Without it, a commit that fails as the input goes quiet (Kafka back from an outage, its
+    /// group coordinator still loading) would leave the group's offsets behind until new
+    /// records arrive.
     commit_retry: Option<CommitRetry>,
     /// Commits failed since the last one that went through (the retry's backoff).
     failed_commits_in_a_row: u32,
@@ -1118,8 +1119,8 @@ impl Driver {
         };
         let (offset, ts) = (rec.position.offset, rec.kafka_timestamp_ms);
         let bytes = rec.key.len() + rec.value.len();
-        let checked = self.config.input == InputFormat::Checked;
-        ingest_into(&mut self.engine, &mut self.open, self.now, &rec, checked);
+        let input = self.config.input;
+        ingest_into(&mut self.engine, &mut self.open, self.now, &rec, input);
         let p = &mut self.parts[i];
         p.pop();
         p.note_released(offset, ts);
@@ -1136,8 +1137,8 @@ impl Driver {
             self.parts.iter().all(|p| p.buffered() == 0),
             "a record went straight to the engine while others waited"
         );
-        let checked = self.config.input == InputFormat::Checked;
-        ingest_into(&mut self.engine, &mut self.open, self.now, rec, checked);
+        let input = self.config.input;
+        ingest_into(&mut self.engine, &mut self.open, self.now, rec, input);
         self.parts[i].note_released(rec.position.offset, rec.kafka_timestamp_ms);
         #[cfg(test)]
         self.released_log
@@ -1588,13 +1589,12 @@ fn ingest_into(
     open: &mut OpenCut,
     now: Millis,
     rec: &RawRecord<'_>,
-    checked: bool,
+    input: InputFormat,
 ) {
     let before = open.out.rows.len();
-    if checked {
-        engine.ingest_checked(rec, &mut open.out);
-    } else {
-        engine.ingest(rec, &mut open.out);
+    match input {
+        InputFormat::Json => engine.ingest(rec, &mut open.out),
+        InputFormat::Checked => engine.ingest_checked(rec, &mut open.out),
     }
     let mut urgent = false;
     for row in &open.out.rows[before..] {
