@@ -311,30 +311,36 @@ fn fail(what: String) -> TestCaseError {
     TestCaseError::fail(what)
 }
 
+/// A fuzz input as the engine is handed it, at `offset`.
+fn raw((topic, value, ts): &(Topic, Vec<u8>, i64), offset: i64) -> RawRecord<'_> {
+    RawRecord {
+        topic: *topic,
+        key: b"fuzz",
+        value,
+        kafka_timestamp_ms: *ts,
+        position: SourcePosition {
+            partition: 0,
+            offset,
+        },
+    }
+}
+
 /// Feeds one record and checks it was accepted or dead-lettered with a reason.
 fn feed_one(
     engine: &mut Engine,
     out: &mut Output,
-    (topic, value, ts): &(Topic, Vec<u8>, i64),
+    record: &(Topic, Vec<u8>, i64),
     offset: i64,
 ) -> Result<(), TestCaseError> {
+    let (topic, value, _) = record;
     let totals = |c: &Counters| {
         c.topics
             .get(topic)
             .map_or((0, 0, 0), |t| (t.records_in, t.accepted, t.dead_lettered))
     };
     let before = totals(&engine.counters());
-    let position = SourcePosition {
-        partition: 0,
-        offset,
-    };
-    let rec = RawRecord {
-        topic: *topic,
-        key: b"fuzz",
-        value,
-        kafka_timestamp_ms: *ts,
-        position,
-    };
+    let rec = raw(record, offset);
+    let position = rec.position;
     let dead_before = out.dead_letters.len();
     engine.ingest(&rec, out);
     let after = totals(&engine.counters());
@@ -467,16 +473,7 @@ fn case(
             twin.tick(record.2, &mut twin_out);
         }
         feed_one(&mut engine, &mut out, &record, i as i64)?;
-        let rec = RawRecord {
-            topic: record.0,
-            key: b"fuzz",
-            value: &record.1,
-            kafka_timestamp_ms: record.2,
-            position: SourcePosition {
-                partition: 0,
-                offset: i as i64,
-            },
-        };
+        let rec = raw(&record, i as i64);
         forwarded.clear();
         forward::encode(rec.value, &stage1.check(&rec), &mut forwarded);
         twin.ingest_checked(
