@@ -33,7 +33,9 @@ pub struct DriverConfig {
     /// A partition whose end is unknown and that delivered nothing for this long stops holding
     /// the other partitions back (Flink's `withIdleness`), milliseconds.
     pub idle_partition_ms: u64,
-    /// A checkpoint is taken at the first cut this long after the previous one, milliseconds.
+    /// A checkpoint is taken at the first cut this long after the previous one, milliseconds;
+    /// records handed to the engine since then with nothing left to cut get a cut of their own
+    /// at that instant, so a quiet input does not leave them uncommitted.
     pub checkpoint_interval_ms: u64,
     /// ... or once this many records were handed to the engine since the previous one.
     pub checkpoint_max_records: u64,

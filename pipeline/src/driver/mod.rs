@@ -988,6 +988,9 @@ impl Driver {
         }
         at(self.store.as_ref().and_then(|s| s.retry_at));
         at(self.commit_retry.as_ref().map(|r| r.at));
+        if self.open.records == 0 && items(&self.open.out) == 0 {
+            at(self.snapshot_due_at());
+        }
         if self.buffered_total > 0 {
             for p in &self.parts {
                 if p.buffered() == 0 && p.end_offset.is_none() {
@@ -1164,10 +1167,15 @@ impl Driver {
         let c = &self.config;
         let o = &self.open;
         let n = items(&o.out);
+        let now = self.now;
         if n == 0 && o.records == 0 {
+            // Records already cut without a checkpoint get one once it is due, though nothing
+            // follows them (a cut of nothing): else a quiet input leaves them uncommitted.
+            if self.snapshot_due_at().is_some_and(|t| now >= t) {
+                self.cut(false);
+            }
             return;
         }
-        let now = self.now;
         let due = self.stopping.is_some()
             || o.urgent_since_ms
                 .is_some_and(|t| now >= t + c.linger_ms as Millis)
@@ -1177,6 +1185,17 @@ impl Driver {
             || n >= c.write_max_items;
         if due {
             self.cut(false);
+        }
+    }
+
+    /// When the records handed to the engine since the last checkpoint are due one by time,
+    /// if any were.
+    fn snapshot_due_at(&self) -> Option<Millis> {
+        let interval = self.config.checkpoint_interval_ms as Millis;
+        match self.last_snapshot_ms {
+            _ if self.records_since_snapshot == 0 => None,
+            Some(t) => Some(t + interval),
+            None => Some(self.now),
         }
     }
 
@@ -1190,11 +1209,8 @@ impl Driver {
             let lane = piece.meta.lane.unwrap_or(Lane::Bulk);
             self.lanes.get_mut(lane).enqueue(piece);
         }
-        let c = &self.config;
-        let due = self
-            .last_snapshot_ms
-            .is_none_or(|t| self.now - t >= c.checkpoint_interval_ms as Millis)
-            || self.records_since_snapshot >= c.checkpoint_max_records;
+        let due = self.snapshot_due_at().is_some_and(|t| self.now >= t)
+            || self.records_since_snapshot >= self.config.checkpoint_max_records;
         if force_snapshot || (due && self.records_since_snapshot > 0) {
             self.snapshot();
         }
