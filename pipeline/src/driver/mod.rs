@@ -1467,8 +1467,19 @@ impl Driver {
         let Some(idle) = self.config.idle_exit_ms else {
             return;
         };
-        // A paused partition delivers nothing because it was told not to: the input is not idle.
-        if self.parts.iter().any(|p| p.paused_at_source) {
+        // A paused partition delivers nothing because it was told not to, and a partition whose
+        // end is past what was handed over still holds records (scaled out: they wait for a
+        // stage 1 that was killed, until the group hands its partitions on): the input is not
+        // idle.
+        let holds_records = |p: &PartitionState| {
+            let next = p.released.map(|r| r + 1).or(p.next_offset);
+            matches!((next, p.end_offset), (Some(n), Some(e)) if n < e)
+        };
+        if self
+            .parts
+            .iter()
+            .any(|p| p.paused_at_source || holds_records(p))
+        {
             self.last_record_ms = self.now;
             return;
         }

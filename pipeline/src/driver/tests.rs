@@ -948,3 +948,34 @@ fn the_last_records_are_checkpointed_while_the_input_is_quiet() {
         h.trace
     );
 }
+
+// Proves the end-of-input timer does not run while a partition's end is past what was handed
+// over: scaled out, a killed instance's partitions deliver nothing until the group hands them on
+// (a session timeout can be longer than `idle_exit_ms`), and flushing every window then would
+// finalise windows their records have yet to reach.
+#[test]
+fn idle_exit_waits_for_partitions_that_hold_records() {
+    let records = stream(6, 10, 0, 0);
+    let config = DriverConfig {
+        idle_exit_ms: Some(5_000),
+        ..config()
+    };
+    let mut h = Harness::new(partitioned(&records, 2), config, 1);
+    while h.next[0] < h.logs[0].len() {
+        h.feed(0, 50);
+        h.tick(h.now + 10);
+    }
+    // Partition 1 is stalled for a minute: nothing arrives, but its end is known.
+    for _ in 0..60 {
+        h.tick(h.now + 1_000);
+    }
+    assert_eq!(h.stopped, None, "stopped with partition 1's records unread");
+    while !h.done() {
+        h.feed(1, 50);
+        h.tick(h.now + 10);
+    }
+    h.tick(h.now + 10_000);
+    assert_eq!(h.stopped, Some(StopReason::Idle), "idle once really idle");
+    let archived: u64 = h.store.archived().values().sum();
+    assert_eq!(archived, records.len() as u64, "every record archived once");
+}
