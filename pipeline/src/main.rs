@@ -152,6 +152,17 @@ struct StreamingArgs {
     /// memory tighter.
     #[arg(long, env = "KAFKA_READ_AHEAD_KB", default_value_t = pipeline::source::DEFAULT_READ_AHEAD_KBYTES)]
     kafka_read_ahead_kb: u32,
+    /// Run as one of several instances in the consumer group (docs/scale-out.md): every
+    /// instance checks the input partitions the group gives it and forwards them to the checked
+    /// topics; the one holding the lease applies them and writes the output. Instances share the
+    /// group id, the topic prefix, the checkpoint directory and the sinks.
+    #[arg(long, env = "PIPELINE_SCALE_OUT")]
+    scale_out: bool,
+    /// Scale-out: milliseconds the group waits for a silent instance before its input
+    /// partitions, or the lease, go to the others (Kafka's `session.timeout.ms`; the broker
+    /// allows 6,000 to 1,800,000 by default).
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    session_timeout_ms: u32,
     /// MongoDB database.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "smart_city")]
     mongodb_database: String,
@@ -341,7 +352,7 @@ fn replay(input: PathBuf, output: PathBuf, config: Option<PathBuf>) -> Result<()
 
 #[cfg(feature = "services")]
 fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
-    use pipeline::streaming::{SinkMode, StreamingConfig, run, shutdown_signal};
+    use pipeline::streaming::{SinkMode, StreamingConfig, run, run_scaled, shutdown_signal};
 
     pipeline::logging::init(log_format);
     let mut config = StreamingConfig::new(
@@ -355,6 +366,7 @@ fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
     config.kafka.group_id = args.group_id;
     config.kafka.topic_prefix = args.topic_prefix;
     config.kafka.read_ahead_kbytes = args.kafka_read_ahead_kb;
+    config.kafka.session_timeout_ms = args.session_timeout_ms;
     config.mongo.database = args.mongodb_database;
     config.postgres.schema = args.postgres_schema;
     config.max_records = args.max_records;
@@ -369,7 +381,10 @@ fn streaming(args: StreamingArgs, log_format: LogFormat) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(run(config, shutdown_signal()))?;
+    let report = match args.scale_out {
+        true => runtime.block_on(run_scaled(config, shutdown_signal()))?,
+        false => runtime.block_on(run(config, shutdown_signal()))?,
+    };
     eprintln!(
         "stopped ({:?}) after {} records, {} batches; {}",
         report.stop,

@@ -19,12 +19,13 @@ use futures_util::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::driver::PartitionId;
+use crate::driver::mirror::Mirror;
 use crate::model::Topic;
 
 use super::{Source, SourceError, SourceRecord};
@@ -33,6 +34,9 @@ use super::{Source, SourceError, SourceRecord};
 pub type Progress = (PartitionId, Option<i64>, Option<i64>);
 
 const NAME: &str = "kafka";
+
+/// What a checked topic's name adds to its input topic's.
+const CHECKED_SUFFIX: &str = "-checked";
 
 /// How to reach Kafka and which topics to read.
 #[derive(Clone, Debug)]
@@ -49,6 +53,9 @@ pub struct KafkaConfig {
     /// it stops fetching (`queued.max.messages.kbytes`); default
     /// [`super::DEFAULT_READ_AHEAD_KBYTES`].
     pub read_ahead_kbytes: u32,
+    /// Scale-out (docs/scale-out.md): how long the group waits for a silent instance before it
+    /// hands its input partitions, or the lease, to the others (`session.timeout.ms`).
+    pub session_timeout_ms: u32,
 }
 
 impl KafkaConfig {
@@ -65,6 +72,34 @@ impl KafkaConfig {
     /// The topic a Kafka topic name stands for, if it is one of the four (with the prefix).
     pub fn topic_of(&self, name: &str) -> Option<Topic> {
         name.strip_prefix(&self.topic_prefix)?.parse().ok()
+    }
+
+    /// Scale-out: the checked topic of `topic`, where stage 1 forwards its checked records,
+    /// partition for partition.
+    pub fn checked_topic_name(&self, topic: Topic) -> String {
+        format!("{}{}{CHECKED_SUFFIX}", self.topic_prefix, topic.name())
+    }
+
+    /// The topic a checked topic's name stands for.
+    pub fn checked_topic_of(&self, name: &str) -> Option<Topic> {
+        self.topic_of(name.strip_suffix(CHECKED_SUFFIX)?)
+    }
+
+    /// Scale-out: the one-partition topic whose owner in [`KafkaConfig::lease_group`] runs
+    /// stage 2.
+    pub fn lease_topic(&self) -> String {
+        format!("{}pipeline-lease", self.topic_prefix)
+    }
+
+    /// Scale-out: the group every instance joins for the lease.
+    pub fn lease_group(&self) -> String {
+        format!("{}-lease", self.group_id)
+    }
+
+    /// Scale-out: the group stage 2 commits its checked offsets in (it assigns itself the
+    /// checked partitions; stage 1's group is `group_id`).
+    pub fn apply_group(&self) -> String {
+        format!("{}-apply", self.group_id)
     }
 
     /// A client configuration with the bootstrap servers set.
@@ -104,16 +139,40 @@ pub async fn ping(config: &KafkaConfig, timeout: Duration) -> Result<(), SourceE
 /// `partitions_if_created` partitions and replication factor 1. Existing topics are left as they
 /// are.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), SourceError> {
+    let mut names: Vec<String> = Topic::ALL.iter().map(|t| config.topic_name(*t)).collect();
+    names.push(config.dead_letter_topic());
+    let partitions = config.partitions_if_created.max(1);
+    let topics: Vec<(String, i32)> = names.into_iter().map(|n| (n, partitions)).collect();
+    create_topics(config, &topics).await
+}
+
+/// Scale-out: creates the checked topics that do not exist yet, each with its input topic's
+/// partition count (`partitions`: every input partition), and the one-partition lease topic.
+pub async fn ensure_checked_topics(
+    config: &KafkaConfig,
+    partitions: &[PartitionId],
+) -> Result<(), SourceError> {
+    let mut topics: Vec<(String, i32)> = Topic::ALL
+        .iter()
+        .map(|&t| {
+            let n = partitions.iter().filter(|(x, _)| *x == t).count() as i32;
+            (config.checked_topic_name(t), n.max(1))
+        })
+        .collect();
+    topics.push((config.lease_topic(), 1));
+    create_topics(config, &topics).await
+}
+
+/// Creates the topics (name, partitions) that do not exist yet, replication factor 1.
+async fn create_topics(config: &KafkaConfig, topics: &[(String, i32)]) -> Result<(), SourceError> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config()
         .create()
         .map_err(|e| backend(format!("cannot create an admin client: {e}")))?;
-    let mut names: Vec<String> = Topic::ALL.iter().map(|t| config.topic_name(*t)).collect();
-    names.push(config.dead_letter_topic());
-    let partitions = config.partitions_if_created.max(1);
-    let new: Vec<NewTopic<'_>> = names
+    let names: Vec<&String> = topics.iter().map(|(n, _)| n).collect();
+    let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
@@ -136,13 +195,28 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer>,
     config: KafkaConfig,
     partitions: Vec<(Topic, i32)>,
-    /// Each partition's topic name, by index in `partitions`.
+    /// Each partition's topic name, by index in `partitions`: the input topic's, or the
+    /// checked topic's for stage 2.
     names: Vec<String>,
     /// Each partition's high watermark as last fetched (-1 until known), by index in
-    /// `partitions`.
+    /// `partitions`: always the *input* partition's (for stage 2 too, so that a partition is
+    /// caught up only when every input record was applied, whatever stage 1 forwarded yet).
     ends: Arc<Vec<AtomicI64>>,
+    /// Stage 2 of a scale-out (docs/scale-out.md): the checked partitions are read in place of
+    /// the input partitions, through the mirror.
+    checked: Option<Checked>,
     /// Tells the watermark thread to stop.
     stop: Arc<AtomicBool>,
+}
+
+/// Stage 2's reading of the checked topics: the mirror, and each input partition's first offset
+/// (where a partition stands before the mirror handed anything over).
+struct Checked {
+    mirror: Mirror,
+    low: Vec<i64>,
+    /// Start every checked partition at its beginning: the checkpoint restored is older than
+    /// the newest one, so the group's committed offsets may be past it.
+    rewind: bool,
 }
 
 impl Drop for KafkaSource {
@@ -198,6 +272,34 @@ impl KafkaSource {
     /// Connects and creates missing topics; returns the source with its partitions known but
     /// nothing assigned yet (see [`KafkaSource::assign`]).
     pub async fn connect(config: KafkaConfig) -> Result<Self, SourceError> {
+        Self::connect_with(config, None).await
+    }
+
+    /// Stage 2 of a scale-out: reads the checked topics (creating them like the input's, one
+    /// checked partition per input partition) through a [`Mirror`] restored from the
+    /// checkpoint's `positions`; records come out with their source offsets, the partitions'
+    /// ends are the input's, and commits of source positions go to the checked offsets that
+    /// hold them, in [`KafkaConfig::apply_group`]. `rewind`: the checkpoint is older than the
+    /// newest (which was refused), so every checked partition is read from its beginning and the
+    /// mirror drops what the checkpoint covers.
+    pub async fn connect_checked(
+        mut config: KafkaConfig,
+        positions: impl IntoIterator<Item = (PartitionId, i64)>,
+        rewind: bool,
+    ) -> Result<Self, SourceError> {
+        config.group_id = config.apply_group();
+        let checked = Checked {
+            mirror: Mirror::restored(positions),
+            low: Vec::new(),
+            rewind,
+        };
+        Self::connect_with(config, Some(checked)).await
+    }
+
+    async fn connect_with(
+        config: KafkaConfig,
+        mut checked: Option<Checked>,
+    ) -> Result<Self, SourceError> {
         ensure_topics(&config).await?;
         let consumer: StreamConsumer = config
             .client_config()
@@ -223,17 +325,28 @@ impl KafkaSource {
         let consumer = Arc::new(consumer);
         let c = Arc::clone(&consumer);
         let config2 = config.clone();
-        let partitions = tokio::task::spawn_blocking(move || partitions_of(&c, &config2))
+        let partitions = tokio::task::spawn_blocking(move || partitions_of(&*c, &config2))
             .await
             .map_err(|e| backend(format!("metadata task failed: {e}")))??;
         let ends: Arc<Vec<AtomicI64>> =
             Arc::new(partitions.iter().map(|_| AtomicI64::new(-1)).collect());
         let stop = Arc::new(AtomicBool::new(false));
-        let names: Vec<String> = partitions
+        let inputs: Vec<String> = partitions
             .iter()
             .map(|(t, _)| config.topic_name(*t))
             .collect();
-        let watched = names.iter().cloned().zip(partitions.iter().map(|p| p.1));
+        let names: Vec<String> = match &mut checked {
+            None => inputs.clone(),
+            Some(c) => {
+                ensure_checked_topics(&config, &partitions).await?;
+                c.low = vec![0; partitions.len()];
+                partitions
+                    .iter()
+                    .map(|(t, _)| config.checked_topic_name(*t))
+                    .collect()
+            }
+        };
+        let watched = inputs.into_iter().zip(partitions.iter().map(|p| p.1));
         let watched = watched.collect();
         let (c, e, st) = (Arc::clone(&consumer), Arc::clone(&ends), Arc::clone(&stop));
         std::thread::Builder::new()
@@ -247,6 +360,7 @@ impl KafkaSource {
             names,
             ends,
             stop,
+            checked,
         })
     }
 
@@ -258,32 +372,81 @@ impl KafkaSource {
     /// Assigns the partitions where told. A committed start is resolved to the group's
     /// committed offset (or the partition's first offset) first, so every partition's next
     /// offset is known from the start; returns it per partition.
+    ///
+    /// Stage 2 resumes each checked partition at its group's committed offset (commits follow
+    /// checkpoints, so that is at or before the checkpoint's position; the mirror drops what
+    /// the checkpoint covers), or at its beginning where told so or rewound; the offsets
+    /// returned are source offsets: the mirror's next one, or the input partition's first.
     pub async fn assign(
         &mut self,
         starts: &[((Topic, i32), Start)],
     ) -> Result<Vec<((Topic, i32), i64)>, SourceError> {
         let consumer = Arc::clone(&self.consumer);
         let config = self.config.clone();
-        let starts = starts.to_vec();
-        tokio::task::spawn_blocking(move || assign_blocking(&consumer, &config, &starts))
-            .await
-            .map_err(|e| backend(format!("assignment task failed: {e}")))?
+        let mut starts = starts.to_vec();
+        let checked = self.checked.as_ref().map(|c| c.rewind);
+        if let Some(rewind) = checked {
+            for (_, s) in &mut starts {
+                *s = match s {
+                    Start::Beginning => Start::Beginning,
+                    _ if rewind => Start::Beginning,
+                    Start::At(_) | Start::Committed => Start::Committed,
+                };
+            }
+        }
+        let resolved = tokio::task::spawn_blocking(move || {
+            let resolved = assign_blocking(&consumer, &config, &starts, checked.is_some())?;
+            if checked.is_none() {
+                return Ok(resolved);
+            }
+            // Where each input partition starts, for the partitions the mirror has not
+            // handed anything over from yet.
+            let timeout = Duration::from_secs(10);
+            let mut lows = Vec::with_capacity(resolved.len());
+            for &((t, p), _) in &resolved {
+                let name = config.topic_name(t);
+                let (low, _) = consumer
+                    .fetch_watermarks(&name, p, timeout)
+                    .map_err(|e| backend(format!("no watermarks of {name}/{p}: {e}")))?;
+                lows.push(((t, p), low));
+            }
+            Ok(lows)
+        })
+        .await
+        .map_err(|e| backend(format!("assignment task failed: {e}")))??;
+        let Some(c) = self.checked.as_mut() else {
+            return Ok(resolved);
+        };
+        let mut out = Vec::with_capacity(resolved.len());
+        for (id, low) in resolved {
+            if let Some(i) = self.partitions.iter().position(|p| *p == id) {
+                c.low[i] = low;
+            }
+            out.push((id, c.mirror.next_source(id).unwrap_or(low)));
+        }
+        Ok(out)
     }
 
     /// Where each assigned partition stands, without a network round trip: the next offset the
     /// consumer hands over, and the partition's end (its high watermark, at most
     /// [`WATERMARK_PERIOD`] old), when known.
     pub fn progress(&self) -> Vec<Progress> {
-        let positions = self.consumer.position().ok();
+        let positions = match self.checked {
+            Some(_) => None,
+            None => self.consumer.position().ok(),
+        };
         self.partitions
             .iter()
             .enumerate()
             .map(|(i, &(t, p))| {
-                let next = positions
-                    .as_ref()
-                    .and_then(|tpl| tpl.find_partition(&self.names[i], p))
-                    .and_then(|e| e.offset().to_raw())
-                    .filter(|o| *o >= 0);
+                let next = match &self.checked {
+                    Some(c) => Some(c.mirror.next_source((t, p)).unwrap_or(c.low[i])),
+                    None => positions
+                        .as_ref()
+                        .and_then(|tpl| tpl.find_partition(&self.names[i], p))
+                        .and_then(|e| e.offset().to_raw())
+                        .filter(|o| *o >= 0),
+                };
                 let end = Some(self.ends[i].load(Ordering::Relaxed)).filter(|hi| *hi >= 0);
                 ((t, p), next, end)
             })
@@ -307,10 +470,38 @@ impl KafkaSource {
             .map_err(|e| backend(format!("cannot resume {partitions:?}: {e}")))
     }
 
+    /// The name of the topic read for `topic`: the input's, or the checked one.
+    fn read_name(&self, topic: Topic) -> String {
+        match self.checked {
+            Some(_) => self.config.checked_topic_name(topic),
+            None => self.config.topic_name(topic),
+        }
+    }
+
     fn tpl(&self, partitions: &[(Topic, i32)]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for &(t, p) in partitions {
-            tpl.add_partition(&self.config.topic_name(t), p);
+            tpl.add_partition(&self.read_name(t), p);
+        }
+        tpl
+    }
+
+    /// What to commit for source positions (last offset processed per partition): the
+    /// partitions read and the last offset of each read; for stage 2, the checked offsets
+    /// holding those positions.
+    fn commit_list(&mut self, positions: &[(PartitionId, i64)]) -> TopicPartitionList {
+        let mapped;
+        let positions = match self.checked.as_mut() {
+            Some(c) => {
+                mapped = c.mirror.commit(positions);
+                &mapped[..]
+            }
+            None => positions,
+        };
+        let mut tpl = TopicPartitionList::new();
+        for &((t, p), last) in positions {
+            // An offset is always accepted for a partition just added.
+            let _ = tpl.add_partition_offset(&self.read_name(t), p, Offset::Offset(last + 1));
         }
         tpl
     }
@@ -318,16 +509,14 @@ impl KafkaSource {
     /// Commits positions (last offset processed per partition) without blocking the caller's
     /// task: the commit is a synchronous round trip on a blocking thread.
     pub fn commit_in_background(
-        &self,
+        &mut self,
         positions: Vec<((Topic, i32), i64)>,
     ) -> tokio::task::JoinHandle<Result<(), SourceError>> {
         let consumer = Arc::clone(&self.consumer);
-        let config = self.config.clone();
+        let tpl = self.commit_list(&positions);
         tokio::task::spawn_blocking(move || {
-            let mut tpl = TopicPartitionList::new();
-            for &((t, p), last) in &positions {
-                tpl.add_partition_offset(&config.topic_name(t), p, Offset::Offset(last + 1))
-                    .map_err(|e| backend(format!("cannot commit {t}/{p}@{last}: {e}")))?;
+            if tpl.count() == 0 {
+                return Ok(());
             }
             consumer
                 .commit(&tpl, CommitMode::Sync)
@@ -335,16 +524,36 @@ impl KafkaSource {
         })
     }
 
-    fn record(&self, m: &BorrowedMessage<'_>) -> Option<SourceRecord> {
-        let topic = self.config.topic_of(m.topic())?;
+    /// The record as the driver is to see it. Stage 2: a checked record is its source offset
+    /// (8 bytes, little-endian) then the checked record; it comes out with the source offset,
+    /// or not at all when it was forwarded twice (or is not a checked record).
+    fn record(&mut self, m: &BorrowedMessage<'_>) -> Option<SourceRecord> {
+        let payload = m.payload().unwrap_or_default();
+        let (topic, offset, value) = match self.checked.as_mut() {
+            None => (self.config.topic_of(m.topic())?, m.offset(), payload),
+            Some(c) => {
+                let topic = self.config.checked_topic_of(m.topic())?;
+                let (head, value) = payload.split_at_checked(8)?;
+                let source = i64::from_le_bytes(head.try_into().ok()?);
+                if !c.mirror.accept((topic, m.partition()), m.offset(), source) {
+                    return None;
+                }
+                (topic, source, value)
+            }
+        };
         Some(SourceRecord {
             topic,
             partition: m.partition(),
-            offset: m.offset(),
+            offset,
             key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
-            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            value: value.to_vec(),
             timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
         })
+    }
+
+    /// Stage 2: records dropped because stage 1 forwarded them twice.
+    pub fn forwarded_twice(&self) -> u64 {
+        self.checked.as_ref().map_or(0, |c| c.mirror.dropped)
     }
 }
 
@@ -375,12 +584,17 @@ fn assign_blocking(
     consumer: &StreamConsumer,
     config: &KafkaConfig,
     starts: &[(PartitionId, Start)],
+    checked: bool,
 ) -> Result<Vec<(PartitionId, i64)>, SourceError> {
     let timeout = Duration::from_secs(10);
+    let name_of = |t: Topic| match checked {
+        true => config.checked_topic_name(t),
+        false => config.topic_name(t),
+    };
     let committed = if starts.iter().any(|(_, s)| *s == Start::Committed) {
         let mut tpl = TopicPartitionList::new();
         for ((t, p), _) in starts {
-            tpl.add_partition(&config.topic_name(*t), *p);
+            tpl.add_partition(&name_of(*t), *p);
         }
         Some(committed_with_retries(consumer, &tpl, timeout)?)
     } else {
@@ -389,7 +603,7 @@ fn assign_blocking(
     let mut tpl = TopicPartitionList::new();
     let mut resolved = Vec::with_capacity(starts.len());
     for &((t, p), start) in starts {
-        let name = config.topic_name(t);
+        let name = name_of(t);
         let (low, _) = consumer
             .fetch_watermarks(&name, p, timeout)
             .map_err(|e| backend(format!("no watermarks of {name}/{p}: {e}")))?;
@@ -415,8 +629,8 @@ fn assign_blocking(
 
 /// The partitions of the four topics, waiting (bounded) for freshly created topics to show up in
 /// the metadata.
-fn partitions_of(
-    consumer: &StreamConsumer,
+pub(crate) fn partitions_of<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
     config: &KafkaConfig,
 ) -> Result<Vec<(Topic, i32)>, SourceError> {
     let mut out = Vec::new();
@@ -467,14 +681,15 @@ impl Source for KafkaSource {
         }
         let mut last_error = None;
         let mut errors = 0u64;
-        match self.consumer.recv().await {
+        let consumer = Arc::clone(&self.consumer);
+        match consumer.recv().await {
             Ok(first) => out.extend(self.record(&first)),
             Err(e) => {
                 errors += 1;
                 last_error = Some(e);
             }
         }
-        let mut stream = self.consumer.stream();
+        let mut stream = consumer.stream();
         while out.len() < max && errors < MAX_ERRORS_A_POLL {
             match stream.next().now_or_never() {
                 Some(Some(Ok(m))) => out.extend(self.record(&m)),
@@ -499,13 +714,11 @@ impl Source for KafkaSource {
     }
 
     async fn commit(&mut self, positions: &[(Topic, i32, i64)]) -> Result<(), SourceError> {
-        if positions.is_empty() {
+        let positions: Vec<(PartitionId, i64)> =
+            positions.iter().map(|&(t, p, o)| ((t, p), o)).collect();
+        let tpl = self.commit_list(&positions);
+        if tpl.count() == 0 {
             return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &(t, p, last) in positions {
-            tpl.add_partition_offset(&self.config.topic_name(t), p, Offset::Offset(last + 1))
-                .map_err(|e| backend(format!("cannot commit {t}/{p}@{last}: {e}")))?;
         }
         // A synchronous commit blocks this thread for one round trip; tell the runtime so.
         tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync))

@@ -36,7 +36,7 @@ use crate::driver::{Lane, PartitionStatus};
 use crate::engine::Query;
 use crate::stats::Histogram;
 
-use super::status::{JobStatus, StatusBoard};
+use super::status::{JobStatus, ScaleStatus, StatusBoard};
 
 /// Upper bounds of the latency histograms' buckets, microseconds (1 ms to 60 s).
 pub const LATENCY_BOUNDS_US: [u64; 15] = [
@@ -75,8 +75,61 @@ struct JobCollector {
 
 impl Collector for JobCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        self.board.read(|s| encode_status(s, &mut encoder))
+        let twice = self.board.read(|s| {
+            encode_status(s, &mut encoder)?;
+            Ok::<_, fmt::Error>(s.forwarded_twice)
+        })?;
+        match self.board.scale() {
+            Some(scale) => encode_scale(&scale, twice, &mut encoder),
+            None => Ok(()),
+        }
     }
+}
+
+/// A scale-out instance's stages (docs/scale-out.md).
+fn encode_scale(s: &ScaleStatus, twice: u64, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    counter(
+        e,
+        "pipeline_rebalances",
+        "Rebalances of the input group that changed this instance's stage-1 partitions",
+        s.rebalances,
+    )?;
+    gauge(
+        e,
+        "pipeline_stage1_partitions",
+        "Input partitions this instance's stage 1 holds",
+        s.assigned as f64,
+    )?;
+    counter(
+        e,
+        "pipeline_forwarded_records",
+        "Records stage 1 forwarded to the checked topics (acknowledged by Kafka)",
+        s.forwarded,
+    )?;
+    counter(
+        e,
+        "pipeline_stage1_restarts",
+        "Times stage 1 failed and was started again",
+        s.restarts,
+    )?;
+    gauge(
+        e,
+        "pipeline_lease_held",
+        "1 when this instance holds the lease and runs stage 2",
+        if s.lease_held { 1.0 } else { 0.0 },
+    )?;
+    counter(
+        e,
+        "pipeline_leases_taken",
+        "Times this instance took the lease",
+        s.leases_taken,
+    )?;
+    counter(
+        e,
+        "pipeline_forwarded_twice_records",
+        "Records stage 2 dropped because stage 1 forwarded them twice (this run of stage 2)",
+        twice,
+    )
 }
 
 type Labels = Vec<(&'static str, String)>;

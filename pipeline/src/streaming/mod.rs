@@ -26,6 +26,7 @@
 pub mod checkpoint;
 pub mod exporter;
 pub mod metrics;
+pub mod scale;
 mod shell;
 pub mod sinks;
 pub mod status;
@@ -175,6 +176,7 @@ impl StreamingConfig {
                 topic_prefix: String::new(),
                 partitions_if_created: 1,
                 read_ahead_kbytes: crate::source::DEFAULT_READ_AHEAD_KBYTES,
+                session_timeout_ms: 10_000,
             },
             mongo: MongoConfig {
                 uri: mongodb_uri.to_owned(),
@@ -410,7 +412,6 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(Option<ReplayClock>),
 ) -> Result<RunReport, StreamingError> {
-    let clock = WallClock;
     // The server answers from the start: /healthz at once, /readyz with what the job waits for.
     let board = config
         .metrics_addr
@@ -419,6 +420,135 @@ pub async fn run_with(
         (Some(addr), Some(b)) => Some(start_metrics(addr, b.clone()).await?),
         _ => None,
     };
+    run_job(config, shutdown, started, board, false).await
+}
+
+/// Runs the job scaled out (docs/scale-out.md, [`scale`]): stage 1 here until `shutdown`
+/// resolves, and stage 2 whenever this instance holds the lease. Returns when `shutdown`
+/// resolved, or when stage 2 ended by itself (the input ended, `idle_exit_ms`): its report, or
+/// an empty one if this instance never ran stage 2.
+pub async fn run_scaled(
+    config: StreamingConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, StreamingError> {
+    let board = config
+        .metrics_addr
+        .map(|_| StatusBoard::new(JobStatus::starting("starting")));
+    let _server = match (config.metrics_addr, &board) {
+        (Some(addr), Some(b)) => Some(start_metrics(addr, b.clone()).await?),
+        _ => None,
+    };
+    wait_for_kafka(&config, board.as_ref()).await?;
+    scale::prepare(&config.kafka)
+        .await
+        .map_err(|detail| SourceError::Backend {
+            source_name: "kafka",
+            detail,
+        })?;
+    let stats = std::sync::Arc::new(scale::ScaleStats::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let forwarder = tokio::spawn(scale::forward(
+        config.kafka.clone(),
+        config.engine.clone(),
+        std::sync::Arc::clone(&stats),
+        stop.clone(),
+    ));
+    let lease =
+        scale::Lease::join(&config.kafka, std::sync::Arc::clone(&stats)).map_err(|detail| {
+            SourceError::Backend {
+                source_name: "kafka",
+                detail,
+            }
+        })?;
+    let publisher = board.clone().map(|b| {
+        let stats = std::sync::Arc::clone(&stats);
+        tokio::spawn(async move {
+            loop {
+                b.set_scale(stats.status());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut held = lease.held();
+    let mut report = empty_report(false);
+    let result = loop {
+        if let Some(b) = &board {
+            b.set_phase(Phase::Starting(
+                "stage 1 forwards; waiting for the lease to run stage 2".to_owned(),
+            ));
+        }
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            r = held.wait_for(|h| *h) => if r.is_err() { break Ok(()) },
+        }
+        stats
+            .applying
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut lost = held.clone();
+        let mut stop2 = stop.clone();
+        let mut stage2_config = config.clone();
+        stage2_config.driver.input = crate::driver::InputFormat::Checked;
+        // Stage 2 stops on the shutdown or when the lease is taken away.
+        let (shut_tx, shut_rx) = tokio::sync::oneshot::channel::<()>();
+        let stage2 = run_job(
+            stage2_config,
+            async move {
+                tokio::select! {
+                    _ = lost.wait_for(|h| !*h) => {}
+                    _ = shut_rx => {}
+                    _ = stop2.wait_for(|s| *s) => {}
+                }
+            },
+            |_| {},
+            board.clone(),
+            true,
+        );
+        let mut stage2 = std::pin::pin!(stage2);
+        let mut shut_tx = Some(shut_tx);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut stage2 => break r,
+                () = &mut shutdown, if shut_tx.is_some() => {
+                    if let Some(tx) = shut_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        };
+        stats
+            .applying
+            .store(false, std::sync::atomic::Ordering::Release);
+        match outcome {
+            Ok(r) => {
+                let by_itself = matches!(r.stop, StopReason::Idle | StopReason::EndOfInput);
+                report = r;
+                if shut_tx.is_none() || by_itself {
+                    break Ok(());
+                }
+                tracing::info!("Stage 2 stopped: the lease moved; stage 1 goes on.");
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = forwarder.await;
+    lease.leave();
+    if let Some(p) = publisher {
+        p.abort();
+    }
+    result.map(|()| report)
+}
+
+/// The job: with `checked`, stage 2 of a scale-out (reading the checked topics).
+async fn run_job(
+    config: StreamingConfig,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(Option<ReplayClock>),
+    board: Option<StatusBoard>,
+    checked: bool,
+) -> Result<RunReport, StreamingError> {
+    let clock = WallClock;
     let starting = |what: &str| {
         if let Some(b) = &board {
             b.set_phase(Phase::Starting(what.to_owned()));
@@ -434,6 +564,12 @@ pub async fn run_with(
     starting("restoring the checkpoint and opening the sinks");
     let loaded = checkpoint::load(&config.checkpoint_dir)?;
     let restored = loaded.is_some();
+    // Stage 2 of a scale-out resumes its mirror of the checked topics from the checkpoint.
+    let mirror_from: Vec<(crate::driver::PartitionId, i64)> = loaded
+        .as_ref()
+        .map(|l| l.data.positions.iter().map(|(k, v)| (*k, *v)).collect())
+        .unwrap_or_default();
+    let rewind = loaded.as_ref().is_some_and(|l| l.newest_refused.is_some());
     if let Some(l) = &loaded {
         if let Some(why) = &l.newest_refused {
             tracing::warn!(path = %l.path.display(), reason = %why, "The newest checkpoint is not usable; restoring the previous one.");
@@ -471,7 +607,10 @@ pub async fn run_with(
         None => LaneTasks::start(&sinks::NULL_SPECS, |_, _| Some(LaneSink::Null), &results_tx),
     };
     starting("taking the Kafka partitions");
-    let mut source = KafkaSource::connect(config.kafka.clone()).await?;
+    let mut source = match checked {
+        true => KafkaSource::connect_checked(config.kafka.clone(), mirror_from, rewind).await?,
+        false => KafkaSource::connect(config.kafka.clone()).await?,
+    };
     let partitions = source.partitions().to_vec();
     let starts = driver.handle_assigned(now, &partitions);
     let resolved = source

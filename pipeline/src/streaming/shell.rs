@@ -198,6 +198,12 @@ impl Shell {
                 }
             }
         }
+        // A checkpoint still being stored finishes before the job says it stopped: a scaled-out
+        // job's successor restores it from the shared location next.
+        if let Some(h) = self.store.take() {
+            let stored = h.await;
+            self.on_stored(Some(stored));
+        }
         self.finish()
     }
 
@@ -397,6 +403,7 @@ impl Shell {
         status.metrics = self.total.clone();
         status.metrics.merge(&self.interval);
         status.checkpoint_bytes = self.report.checkpoint_bytes;
+        status.forwarded_twice = self.source.forwarded_twice();
         board.publish(status);
         self.last_publish = Some(WallClock.instant());
         self.published_stopping = stopping;

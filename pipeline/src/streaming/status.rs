@@ -71,6 +71,8 @@ pub struct JobStatus {
     pub metrics: Metrics,
     /// Size of the last checkpoint stored, bytes (0 before the first).
     pub checkpoint_bytes: usize,
+    /// Scale-out stage 2: records dropped because stage 1 forwarded them twice.
+    pub forwarded_twice: u64,
 }
 
 impl JobStatus {
@@ -94,6 +96,7 @@ impl JobStatus {
             backpressured: false,
             metrics: Metrics::default(),
             checkpoint_bytes: 0,
+            forwarded_twice: 0,
         }
     }
 
@@ -162,10 +165,28 @@ fn one_line(text: &str) -> String {
     flat.trim().to_owned()
 }
 
+/// A scale-out instance's two stages (docs/scale-out.md), for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScaleStatus {
+    /// Rebalances of the input group that changed this instance's stage-1 partitions.
+    pub rebalances: u64,
+    /// Input partitions stage 1 holds now.
+    pub assigned: u64,
+    /// Records stage 1 forwarded to the checked topics (acknowledged).
+    pub forwarded: u64,
+    /// Times stage 1 failed and was started again.
+    pub restarts: u64,
+    /// Whether this instance holds the lease (runs stage 2).
+    pub lease_held: bool,
+    /// Times this instance took the lease.
+    pub leases_taken: u64,
+}
+
 #[derive(Debug)]
 struct Board {
     status: JobStatus,
     updated: Instant,
+    scale: Option<ScaleStatus>,
 }
 
 /// The snapshot shared by the job's loop (which publishes) and the HTTP server (which reads).
@@ -182,6 +203,7 @@ impl StatusBoard {
             inner: Arc::new(Mutex::new(Board {
                 status,
                 updated: WallClock.instant(),
+                scale: None,
             })),
         }
     }
@@ -208,6 +230,16 @@ impl StatusBoard {
     /// Reads the snapshot.
     pub fn read<T>(&self, f: impl FnOnce(&JobStatus) -> T) -> T {
         f(&self.lock().status)
+    }
+
+    /// Replaces the scale-out stages' figures.
+    pub fn set_scale(&self, scale: ScaleStatus) {
+        self.lock().scale = Some(scale);
+    }
+
+    /// The scale-out stages' figures, when the job runs scaled out.
+    pub fn scale(&self) -> Option<ScaleStatus> {
+        self.lock().scale
     }
 
     /// [`JobStatus::readiness`], and not ready when a running job has not published for
