@@ -32,6 +32,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[path = "services/faults.rs"]
 mod faults;
+#[path = "services/scale.rs"]
+mod scale;
 
 /// One test at a time on the services: they share one Kafka, FerretDB and PostgreSQL on a small
 /// machine, and the scenario tests measure latencies.

@@ -42,7 +42,7 @@ fn pipeline_bin() -> PathBuf {
 /// The thesis city with faults that do not depend on timing: malformed JSON, impossible values
 /// and duplicates (no late readings: whether a record produced minutes late misses a window
 /// depends on when it arrives, which a paced run with outages does not fix).
-fn fault_stream(t0: Millis, minutes: i64) -> Vec<Rec> {
+pub(super) fn fault_stream(t0: Millis, minutes: i64) -> Vec<Rec> {
     stream(t0, minutes, "")
 }
 
@@ -61,9 +61,9 @@ fn summed(scope: &Scope) -> i64 {
 }
 
 /// `pipeline streaming` as a process of its own, its output in a file.
-struct Job {
-    child: Child,
-    log: PathBuf,
+pub(super) struct Job {
+    pub(super) child: Child,
+    pub(super) log: PathBuf,
 }
 
 impl Job {
@@ -79,7 +79,7 @@ impl Job {
     }
 
     /// The last `n` lines of the job's log.
-    fn tail(&self, n: usize) -> String {
+    pub(super) fn tail(&self, n: usize) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(n).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -96,7 +96,7 @@ impl Job {
     }
 
     /// Waits for the job to end by itself, at most `limit`.
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(super) fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -114,7 +114,12 @@ impl Job {
 
 impl Scope {
     fn spawn_job(&self, run: usize, extra: &[&str]) -> Job {
-        let log = self.checkpoint_dir.with_extension(format!("run{run}.log"));
+        self.spawn_job_named(&format!("run{run}"), extra)
+    }
+
+    /// A job whose log is `<checkpoint dir>.<label>.log`.
+    pub(super) fn spawn_job_named(&self, label: &str, extra: &[&str]) -> Job {
+        let log = self.checkpoint_dir.with_extension(format!("{label}.log"));
         let file = std::fs::File::create(&log).expect("a log file");
         let err = file.try_clone().expect("a log file");
         let checkpoint = self.checkpoint_dir.display().to_string();
@@ -170,7 +175,11 @@ impl Scope {
 
 /// Produces `records` on a thread of its own, paced `speed` times faster than their timestamps
 /// from now on; librdkafka holds what it cannot send while Kafka is away.
-fn produce_paced(scope: &Scope, records: Vec<Rec>, speed: f64) -> std::thread::JoinHandle<()> {
+pub(super) fn produce_paced(
+    scope: &Scope,
+    records: Vec<Rec>,
+    speed: f64,
+) -> std::thread::JoinHandle<()> {
     let kafka = scope.kafka.clone();
     let prefix = scope.prefix();
     std::thread::spawn(move || {
