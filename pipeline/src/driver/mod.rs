@@ -37,6 +37,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod forwarder;
 mod lanes;
 mod merge;
 pub mod mirror;

@@ -21,7 +21,6 @@
 //! (`KAFKA_SESSION_TIMEOUT_MS`), and a killed holder's lease too; stage 2 waits for stalled
 //! partitions (it is told the input partitions' ends), so the output does not depend on it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -39,6 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::driver::PartitionId;
+use crate::driver::forwarder::Forwarder;
 use crate::engine::{Engine, EngineConfig, RawRecord, SourcePosition, forward};
 use crate::model::Topic;
 use crate::source::kafka::{self, KafkaConfig};
@@ -93,54 +93,67 @@ impl ScaleStats {
     }
 }
 
-/// The input group's member: which partitions it owns, each with the epoch it was assigned in
-/// (an acknowledgement of a send from an earlier ownership is not committed).
+/// The input group's member: its [`Forwarder`], told of every rebalance. A revocation commits
+/// what was acknowledged of the partitions taken away before the group hands them on.
 struct InputContext {
     stats: Arc<ScaleStats>,
-    owned: Mutex<BTreeMap<(String, i32), u64>>,
-    epoch: AtomicU64,
+    config: KafkaConfig,
+    forwarder: Mutex<Forwarder>,
 }
 
 impl InputContext {
-    fn owned(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), u64>> {
-        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    fn forwarder(&self) -> std::sync::MutexGuard<'_, Forwarder> {
+        self.forwarder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The input partitions of a rebalance's list.
+    fn ids(&self, tpl: &TopicPartitionList) -> Vec<PartitionId> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| Some((self.config.topic_of(e.topic())?, e.partition())))
+            .collect()
     }
 }
 
 impl ClientContext for InputContext {}
 
 impl ConsumerContext for InputContext {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let ids = self.ids(tpl);
+        let positions = self.forwarder().revoked(ids.iter().copied());
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            removed = ids.len(),
+            committed = positions.len(),
+            "Stage 1: the group takes input partitions from this instance."
+        );
+        commit(c, &self.config, &positions, CommitMode::Sync);
+    }
+
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut owned = self.owned();
+        let mut f = self.forwarder();
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-                for e in tpl.elements() {
-                    owned.insert((e.topic().to_owned(), e.partition()), epoch);
-                }
+                let ids = self.ids(tpl);
+                f.assigned(ids.iter().copied());
                 self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    added = tpl.count(),
-                    holds = owned.len(),
+                    added = ids.len(),
+                    holds = f.owned(),
                     "Stage 1: the group gave this instance input partitions."
                 );
             }
-            Rebalance::Revoke(tpl) => {
-                for e in tpl.elements() {
-                    owned.remove(&(e.topic().to_owned(), e.partition()));
-                }
-                self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    removed = tpl.count(),
-                    holds = owned.len(),
-                    "Stage 1: the group took input partitions from this instance."
-                );
-            }
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "Stage 1: rebalancing failed."),
         }
         self.stats
             .assigned
-            .store(owned.len() as u64, Ordering::Relaxed);
+            .store(f.owned() as u64, Ordering::Relaxed);
     }
 }
 
@@ -196,9 +209,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// An acknowledgement: the partition (input topic name, partition), its ownership epoch, the
-/// source offset, and whether Kafka took it.
-type Ack = ((String, i32), u64, i64, Result<(), String>);
+/// An acknowledgement: the partition, its ownership epoch, the source offset, and whether Kafka
+/// took it.
+type Ack = (PartitionId, u64, i64, Result<(), String>);
 
 async fn forward_once(
     config: &KafkaConfig,
@@ -208,8 +221,8 @@ async fn forward_once(
 ) -> Result<(), String> {
     let ctx = InputContext {
         stats: Arc::clone(stats),
-        owned: Mutex::new(BTreeMap::new()),
-        epoch: AtomicU64::new(0),
+        config: config.clone(),
+        forwarder: Mutex::new(Forwarder::new()),
     };
     let consumer: StreamConsumer<InputContext> = member_config(config, &config.group_id)
         .set("fetch.wait.max.ms", "50")
@@ -234,9 +247,6 @@ async fn forward_once(
         .subscribe(&refs)
         .map_err(|e| format!("cannot subscribe to {names:?}: {e}"))?;
     let mut in_flight = FuturesOrdered::new();
-    // The last source offset acknowledged per owned partition, with its epoch.
-    let mut acked: BTreeMap<(String, i32), (u64, i64)> = BTreeMap::new();
-    let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
     let mut buf = Vec::new();
     loop {
@@ -244,12 +254,15 @@ async fn forward_once(
             biased;
             () = stopped(stop) => break,
             Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
-                let (part, epoch, offset, result): Ack = ack;
+                let (id, epoch, offset, result): Ack = ack;
                 result?;
                 stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                acked.insert(part, (epoch, offset));
+                consumer.context().forwarder().acked(id, epoch, offset);
             }
-            _ = commit_tick.tick() => commit(&consumer, &acked, &mut committed, CommitMode::Async),
+            _ = commit_tick.tick() => {
+                let positions = consumer.context().forwarder().to_commit();
+                commit(&consumer, config, &positions, CommitMode::Async);
+            }
             m = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let m = match m {
                     Ok(m) => m,
@@ -260,8 +273,9 @@ async fn forward_once(
                     }
                 };
                 let Some(topic) = config.topic_of(m.topic()) else { continue };
-                let part = (m.topic().to_owned(), m.partition());
-                let Some(&epoch) = consumer.context().owned().get(&part) else { continue };
+                let id = (topic, m.partition());
+                // Read before a revocation took effect: the next owner forwards it.
+                let Some(epoch) = consumer.context().forwarder().send(id) else { continue };
                 let value = m.payload().unwrap_or_default();
                 let key = m.key().unwrap_or_default();
                 let ts = m.timestamp().to_millis().unwrap_or(0);
@@ -302,7 +316,7 @@ async fn forward_once(
                         Ok(Err((e, _))) => Err(format!("Kafka refused a checked record: {e}")),
                         Err(_) => Err("the producer went away".to_owned()),
                     };
-                    (part, epoch, offset, result)
+                    (id, epoch, offset, result)
                 });
             }
         }
@@ -312,42 +326,35 @@ async fn forward_once(
     tokio::pin!(deadline);
     while !in_flight.is_empty() {
         tokio::select! {
-            Some((part, epoch, offset, result)) = in_flight.next() => {
+            Some((id, epoch, offset, result)) = in_flight.next() => {
                 if result.is_ok() {
-                    acked.insert(part, (epoch, offset));
+                    consumer.context().forwarder().acked(id, epoch, offset);
                 }
             }
             () = &mut deadline => break,
         }
     }
     tokio::task::block_in_place(|| {
-        commit(&consumer, &acked, &mut committed, CommitMode::Sync);
+        let positions = consumer.context().forwarder().to_commit();
+        commit(&consumer, config, &positions, CommitMode::Sync);
         consumer.unsubscribe();
     });
     Ok(())
 }
 
-/// Commits the acknowledged offsets of the partitions this instance still owns in the epoch
-/// they were sent in, when they moved since the last commit (asynchronously while running: the
-/// next commit supersedes a lost one).
-fn commit(
-    consumer: &StreamConsumer<InputContext>,
-    acked: &BTreeMap<(String, i32), (u64, i64)>,
-    committed: &mut BTreeMap<(String, i32), i64>,
+/// Commits stage 1's `positions` (the last source offset acknowledged per partition):
+/// asynchronously while running (the next commit supersedes a lost one), synchronously when
+/// giving partitions up.
+fn commit<C: Consumer<InputContext>>(
+    consumer: &C,
+    config: &KafkaConfig,
+    positions: &[(PartitionId, i64)],
     mode: CommitMode,
 ) {
-    let owned = consumer.context().owned().clone();
     let mut tpl = TopicPartitionList::new();
-    for (part, &(epoch, last)) in acked {
-        if owned.get(part) != Some(&epoch) || committed.get(part) == Some(&last) {
-            continue;
-        }
-        if tpl
-            .add_partition_offset(&part.0, part.1, Offset::Offset(last + 1))
-            .is_ok()
-        {
-            committed.insert(part.clone(), last);
-        }
+    for &((t, p), last) in positions {
+        // An offset is always accepted for a partition just added.
+        let _ = tpl.add_partition_offset(&config.topic_name(t), p, Offset::Offset(last + 1));
     }
     if tpl.count() > 0
         && let Err(e) = consumer.commit(&tpl, mode)
