@@ -967,10 +967,13 @@ impl<'a> Sim<'a> {
     /// rebalances. A killed lease holder takes stage 2 down with it until the next holder
     /// restarts it from the last checkpoint.
     fn step_stages(&mut self) {
+        let down = self.kafka_down(self.now);
         let Some(two) = self.two.as_mut() else {
             return;
         };
-        let step = two.stages.step(self.now, &self.visible_end, &mut self.rng);
+        let step = two
+            .stages
+            .step(self.now, &self.visible_end, &mut self.rng, down);
         for &(i, from, to) in &step.landed {
             let (topic, p) = partition_at(self.ppt, i);
             for o in from..to {

@@ -5,26 +5,46 @@
 //! reads them. Instances are killed, join and leave at planned instants; a rebalance stops
 //! every stage 1, reassigns the partitions over the live instances and restarts each from the
 //! offset the group committed for it, so the records forwarded after that commit are forwarded
-//! again: stage 2 sees them twice and drops the second copy by its source offset.
+//! again: stage 2 sees them twice and drops the second copy by its source offset. Each
+//! instance's stage 1 keeps its books in the Kafka job's [`Forwarder`]: what it may forward,
+//! what Kafka acknowledged in which ownership, what it commits, and what a revocation commits.
 //!
 //! Stage 2 is told each partition's *input* end, not how far stage 1 has forwarded, so a
 //! partition whose stage 1 is stopped holds the canonical merge back instead of letting later
 //! records of other partitions pass: the output does not depend on stage 1's pace, kills or
 //! rebalances, only latency does.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
+use pipeline::driver::forwarder::Forwarder;
 use pipeline::time::Millis;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::faults::{InstanceEvent, InstancesPlan};
 
-/// From a stage-1 read to its checked records acknowledged by Kafka, milliseconds.
+/// From a stage-1 read to its checked records acknowledged by Kafka, milliseconds: usually.
 const FORWARD_MS: Millis = 5;
+/// One forward in twenty waits longer for its acknowledgement (a busy broker, a leader moving):
+/// up to this long, milliseconds — longer than a commit period, so a commit that ran ahead of
+/// the acknowledgements would cover records still in flight.
+const SLOW_FORWARD_MS: Millis = 3_000;
 /// Stage 1 commits what was acknowledged this long after, milliseconds (an asynchronous
 /// commit after each acknowledged batch).
 const COMMIT_MS: Millis = 1_000;
+
+/// Checked records of one read, on their way to Kafka.
+#[derive(Clone, Copy, Debug)]
+struct Forward {
+    /// When Kafka acknowledges them.
+    at: Millis,
+    /// The input partition's records `[from, to)`.
+    from: i64,
+    to: i64,
+    /// The instance that forwarded them, and its ownership of the partition.
+    instance: u32,
+    epoch: u64,
+}
 
 /// What a step of the instances did that the memory backend must act on.
 #[derive(Debug, Default)]
@@ -58,10 +78,15 @@ pub(crate) struct Stages {
     committed: Vec<i64>,
     /// Per partition: the checked partition holds the input's records below this offset.
     forwarded: Vec<i64>,
-    /// Per partition: forwards not acknowledged yet: (at, from, to, instance).
-    in_flight: Vec<VecDeque<(Millis, i64, i64, u32)>>,
-    /// Commits not made yet: (at, partition, offset, instance).
-    commits: VecDeque<(Millis, usize, i64, u32)>,
+    /// Per partition: forwards not acknowledged yet, in order.
+    in_flight: Vec<VecDeque<Forward>>,
+    /// Commits due: (at, instance): it commits what its stage 1 has acknowledged by then.
+    commits: VecDeque<(Millis, u32)>,
+    /// Each live instance's stage 1, by number.
+    forwarders: BTreeMap<u32, Forwarder<usize>>,
+    /// Kafka is away until then: stage 1 reads nothing, its produces are not acknowledged and
+    /// its commits wait.
+    down_until: Option<Millis>,
     /// Rebalances so far.
     pub rebalances: u32,
     /// Records forwarded a second time (after a kill or a rebalance).
@@ -84,6 +109,8 @@ impl Stages {
             forwarded: vec![0; partitions],
             in_flight: vec![VecDeque::new(); partitions],
             commits: VecDeque::new(),
+            forwarders: BTreeMap::new(),
+            down_until: None,
             rebalances: 0,
             reforwarded: 0,
         };
@@ -113,19 +140,28 @@ impl Stages {
         at(self.plan.events.get(self.next_event).map(|e| e.0));
         at(self.rebalance_at.iter().copied().min());
         at(self.stopped_until);
+        // What needs Kafka waits for it to come back.
+        let back = |t: Millis| self.down_until.map_or(t, |u| t.max(u));
         at(self
             .in_flight
             .iter()
-            .filter_map(|q| q.front().map(|f| f.0))
+            .filter_map(|q| q.front().map(|f| back(f.at)))
             .min());
-        at(self.commits.front().map(|c| c.0));
+        at(self.commits.front().map(|c| back(c.0)));
         t
     }
 
     /// Everything due by `now`; `visible_end` is each input partition's end as consumers see
-    /// it.
-    pub fn step(&mut self, now: Millis, visible_end: &[i64], rng: &mut ChaCha8Rng) -> Step {
+    /// it; `kafka_down_until`: Kafka is away until then.
+    pub fn step(
+        &mut self,
+        now: Millis,
+        visible_end: &[i64],
+        rng: &mut ChaCha8Rng,
+        kafka_down_until: Option<Millis>,
+    ) -> Step {
         let mut step = Step::default();
+        self.down_until = kafka_down_until;
         while let Some(&(at, event)) = self.plan.events.get(self.next_event)
             && at <= now
         {
@@ -140,31 +176,68 @@ impl Stages {
             self.stopped_until = None;
             self.assign();
         }
+        if self.down_until.is_some() {
+            return step;
+        }
         for (i, &end) in visible_end.iter().enumerate().take(self.pos.len()) {
             if let Some(o) = self.owner[i]
                 && self.pos[i] < end
+                && let Some(epoch) = self.forwarders.get(&o).and_then(|f| f.send(i))
             {
                 let from = self.pos[i];
-                self.in_flight[i].push_back((now + FORWARD_MS, from, end, o));
+                let delay = if rng.random_bool(0.05) {
+                    rng.random_range(FORWARD_MS..=SLOW_FORWARD_MS)
+                } else {
+                    FORWARD_MS
+                };
+                // Acknowledged in order: never before an earlier forward of the partition.
+                let at = self.in_flight[i]
+                    .back()
+                    .map_or(now + delay, |b| b.at.max(now + delay));
+                self.in_flight[i].push_back(Forward {
+                    at,
+                    from,
+                    to: end,
+                    instance: o,
+                    epoch,
+                });
                 self.pos[i] = end;
             }
-            while let Some(&(at, from, to, o)) = self.in_flight[i].front()
+            while let Some(&Forward {
+                at,
+                from,
+                to,
+                instance: o,
+                epoch,
+            }) = self.in_flight[i].front()
                 && at <= now
             {
                 self.in_flight[i].pop_front();
                 self.land(i, from, to, &mut step);
-                self.commits.push_back((at + COMMIT_MS, i, to, o));
+                if let Some(f) = self.forwarders.get_mut(&o) {
+                    f.acked(i, epoch, to - 1);
+                }
+                self.commits.push_back((at + COMMIT_MS, o));
             }
         }
-        while let Some(&(at, i, offset, o)) = self.commits.front()
+        while let Some(&(at, o)) = self.commits.front()
             && at <= now
         {
             self.commits.pop_front();
-            if self.alive.contains(&o) {
-                self.committed[i] = self.committed[i].max(offset);
+            if let Some(f) = self.forwarders.get_mut(&o) {
+                let positions = f.to_commit();
+                self.commit(&positions);
             }
         }
         step
+    }
+
+    /// The group takes stage 1's commit of `positions` (the last source offset acknowledged
+    /// per partition).
+    fn commit(&mut self, positions: &[(usize, i64)]) {
+        for &(i, last) in positions {
+            self.committed[i] = self.committed[i].max(last + 1);
+        }
     }
 
     fn event(&mut self, now: Millis, event: InstanceEvent, rng: &mut ChaCha8Rng, step: &mut Step) {
@@ -177,22 +250,28 @@ impl Stages {
                 };
                 let was_holder = self.holder() == Some(victim);
                 self.alive.retain(|&a| a != victim);
-                // Its forwards in flight reach Kafka or not, by seed; it commits nothing more.
+                self.forwarders.remove(&victim);
+                // Of its forwards in flight, a partition's first few reach Kafka, by seed (in
+                // order, as from one idempotent producer; none while Kafka is away); it commits
+                // nothing more.
                 for i in 0..self.in_flight.len() {
-                    let mut kept = VecDeque::new();
-                    for f in std::mem::take(&mut self.in_flight[i]) {
-                        if f.3 != victim {
-                            kept.push_back(f);
-                        } else if rng.random_bool(0.5) {
-                            self.land(i, f.1, f.2, step);
-                        }
+                    let (mine, kept): (VecDeque<_>, VecDeque<_>) =
+                        std::mem::take(&mut self.in_flight[i])
+                            .into_iter()
+                            .partition(|f| f.instance == victim);
+                    let reached = match self.down_until {
+                        None if !mine.is_empty() => rng.random_range(0..=mine.len()),
+                        _ => 0,
+                    };
+                    for f in mine.iter().take(reached) {
+                        self.land(i, f.from, f.to, step);
                     }
                     self.in_flight[i] = kept;
                     if self.owner[i] == Some(victim) {
                         self.owner[i] = None;
                     }
                 }
-                self.commits.retain(|c| c.3 != victim);
+                self.commits.retain(|c| c.1 != victim);
                 let noticed = now + self.plan.session_timeout_ms;
                 self.rebalance_at.push(noticed);
                 if was_holder {
@@ -217,23 +296,24 @@ impl Stages {
                     return;
                 }
                 let who = leavers[rng.random_range(0..leavers.len())];
-                // A graceful leave: its forwards are acknowledged and committed first.
+                // A graceful leave: its forwards are acknowledged, then it gives its partitions
+                // up, committing what was acknowledged.
+                let mut leaving = self.forwarders.remove(&who).unwrap_or_default();
                 for i in 0..self.in_flight.len() {
                     let mut kept = VecDeque::new();
                     for f in std::mem::take(&mut self.in_flight[i]) {
-                        if f.3 == who {
-                            self.land(i, f.1, f.2, step);
-                            self.committed[i] = self.committed[i].max(f.2);
+                        if f.instance == who {
+                            self.land(i, f.from, f.to, step);
+                            leaving.acked(i, f.epoch, f.to - 1);
                         } else {
                             kept.push_back(f);
                         }
                     }
                     self.in_flight[i] = kept;
                 }
-                for c in self.commits.iter().filter(|c| c.3 == who) {
-                    self.committed[c.1] = self.committed[c.1].max(c.2);
-                }
-                self.commits.retain(|c| c.3 != who);
+                let positions = leaving.revoke_all();
+                self.commit(&positions);
+                self.commits.retain(|c| c.1 != who);
                 self.alive.retain(|&a| a != who);
                 self.rebalance_at.push(now);
             }
@@ -251,12 +331,17 @@ impl Stages {
     }
 
     /// An eager rebalance: every stage 1 gives its partitions up (committing what was
-    /// acknowledged, as a consumer's revocation does) and waits for the new assignment.
+    /// acknowledged, as the Kafka job's revocation does) and waits for the new assignment. What
+    /// it still had in flight lands in an ownership that ended: never committed, the next owner
+    /// forwards it again.
     fn start_rebalance(&mut self, now: Millis) {
         self.rebalances += 1;
-        for c in self.commits.drain(..) {
-            self.committed[c.1] = self.committed[c.1].max(c.2);
+        let mut positions = Vec::new();
+        for f in self.forwarders.values_mut() {
+            positions.extend(f.revoke_all());
         }
+        self.commit(&positions);
+        self.commits.clear();
         self.owner.fill(None);
         let until = now + self.plan.rebalance_ms;
         self.stopped_until = Some(self.stopped_until.map_or(until, |t| t.max(until)));
@@ -270,7 +355,9 @@ impl Stages {
         }
         let n = self.alive.len();
         for i in 0..self.owner.len() {
-            self.owner[i] = Some(self.alive[i % n]);
+            let o = self.alive[i % n];
+            self.owner[i] = Some(o);
+            self.forwarders.entry(o).or_default().assigned([i]);
             self.pos[i] = self.committed[i];
         }
     }
@@ -298,7 +385,7 @@ mod tests {
         let mut steps = Vec::new();
         let mut now = 0;
         while now <= until {
-            steps.push(s.step(now, ends, &mut rng));
+            steps.push(s.step(now, ends, &mut rng, None));
             now += 10;
         }
         steps
@@ -338,13 +425,48 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut landed = Vec::new();
         for t in (0..3_000).step_by(5) {
-            landed.extend(s.step(t, &[10; 4], &mut rng).landed);
+            landed.extend(s.step(t, &[10; 4], &mut rng, None).landed);
         }
         // Each partition once at first; killed before its commit (due at 1,005), the victim's
         // two partitions again from offset 0 by the survivor.
         assert_eq!(landed.len(), 6, "{landed:?}");
         assert!(landed.iter().all(|&(_, from, to)| (from, to) == (0, 10)));
         assert_eq!(s.reforwarded, 20);
+        assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [10; 4]);
+    }
+
+    // Proves stage 1 forwards nothing, has nothing acknowledged and commits nothing while
+    // Kafka is away, and that a kill then loses what was in flight: the next owner forwards it
+    // again from the last commit.
+    #[test]
+    fn nothing_lands_or_commits_while_kafka_is_away() {
+        let mut s = stages(2, vec![(1_500, InstanceEvent::Kill)]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut landed = Vec::new();
+        // Kafka away from 2 ms on, so the first forwards (due at 5) wait.
+        for t in (0..1_400).step_by(2) {
+            landed.extend(
+                s.step(t, &[10; 4], &mut rng, (t >= 2).then_some(2_000))
+                    .landed,
+            );
+        }
+        assert!(landed.is_empty(), "{landed:?}");
+        assert_eq!(
+            s.next_instant(),
+            Some(1_500),
+            "the kill is next: what waits for Kafka is not due before it is back"
+        );
+        assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [0; 4]);
+        for t in (1_400..4_000).step_by(2) {
+            landed.extend(
+                s.step(t, &[10; 4], &mut rng, (t < 2_000).then_some(2_000))
+                    .landed,
+            );
+        }
+        // The victim's forwards were lost with it; the survivor's landed once Kafka was back,
+        // and the victim's partitions were forwarded again by the survivor.
+        assert_eq!(landed.len(), 4, "{landed:?}");
+        assert_eq!(s.reforwarded, 0);
         assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [10; 4]);
     }
 }
