@@ -474,9 +474,10 @@ pub async fn run_scaled(
     let mut report = empty_report(false);
     let result = loop {
         if let Some(b) = &board {
-            b.set_phase(Phase::Starting(
-                "stage 1 forwards; waiting for the lease to run stage 2".to_owned(),
-            ));
+            // A fresh snapshot: what stage 2 showed while it ran here is not this instance's now.
+            let mut standby = JobStatus::starting("");
+            standby.phase = Phase::Standby;
+            b.publish(standby);
         }
         tokio::select! {
             () = &mut shutdown => break Ok(()),

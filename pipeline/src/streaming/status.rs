@@ -28,6 +28,9 @@ pub enum Phase {
     Starting(String),
     /// Consuming and writing.
     Running,
+    /// Scaled out without the lease: stage 1 checks and forwards this instance's input
+    /// partitions; stage 2 runs on the lease holder (ready: this instance does its part).
+    Standby,
     /// A stop was asked for, or the input ended: the last writes and checkpoint are under way.
     Stopping,
 }
@@ -127,6 +130,7 @@ impl JobStatus {
         match &self.phase {
             Phase::Starting(what) => return Err(format!("starting: {what}")),
             Phase::Stopping => return Err("stopping".to_owned()),
+            Phase::Standby => return Ok(()),
             Phase::Running => {}
         }
         if self.partitions.is_empty() {
@@ -328,5 +332,9 @@ mod tests {
         );
         s.phase = Phase::Stopping;
         assert_eq!(s.readiness(), Err("stopping".to_owned()));
+        // Scaled out without the lease, the instance's stage 1 does its part: ready, though it
+        // applies nothing itself.
+        s.phase = Phase::Standby;
+        assert_eq!(s.readiness(), Ok(()));
     }
 }
