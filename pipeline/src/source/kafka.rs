@@ -110,7 +110,7 @@ impl KafkaConfig {
     }
 }
 
-fn backend(detail: String) -> SourceError {
+pub(crate) fn backend(detail: String) -> SourceError {
     SourceError::Backend {
         source_name: NAME,
         detail,

@@ -412,15 +412,21 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(Option<ReplayClock>),
 ) -> Result<RunReport, StreamingError> {
-    // The server answers from the start: /healthz at once, /readyz with what the job waits for.
-    let board = config
-        .metrics_addr
-        .map(|_| StatusBoard::new(JobStatus::starting("starting")));
-    let _server = match (config.metrics_addr, &board) {
-        (Some(addr), Some(b)) => Some(start_metrics(addr, b.clone()).await?),
-        _ => None,
-    };
+    let (board, _server) = serve_metrics(&config).await?;
     run_job(config, shutdown, started, board, false).await
+}
+
+/// The status board and its server when `metrics_addr` is set. The server answers from the
+/// start: /healthz at once, /readyz with what the job waits for.
+async fn serve_metrics(
+    config: &StreamingConfig,
+) -> Result<(Option<StatusBoard>, Option<MetricsServer>), StreamingError> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok((None, None));
+    };
+    let board = StatusBoard::new(JobStatus::starting("starting"));
+    let server = start_metrics(addr, board.clone()).await?;
+    Ok((Some(board), Some(server)))
 }
 
 /// Runs the job scaled out (docs/scale-out.md, [`scale`]): stage 1 here until `shutdown`
@@ -431,20 +437,9 @@ pub async fn run_scaled(
     config: StreamingConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, StreamingError> {
-    let board = config
-        .metrics_addr
-        .map(|_| StatusBoard::new(JobStatus::starting("starting")));
-    let _server = match (config.metrics_addr, &board) {
-        (Some(addr), Some(b)) => Some(start_metrics(addr, b.clone()).await?),
-        _ => None,
-    };
+    let (board, _server) = serve_metrics(&config).await?;
     wait_for_kafka(&config, board.as_ref()).await?;
-    scale::prepare(&config.kafka)
-        .await
-        .map_err(|detail| SourceError::Backend {
-            source_name: "kafka",
-            detail,
-        })?;
+    scale::prepare(&config.kafka).await?;
     let stats = std::sync::Arc::new(scale::ScaleStats::default());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let forwarder = tokio::spawn(scale::forward(
@@ -453,13 +448,7 @@ pub async fn run_scaled(
         std::sync::Arc::clone(&stats),
         stop.clone(),
     ));
-    let lease =
-        scale::Lease::join(&config.kafka, std::sync::Arc::clone(&stats)).map_err(|detail| {
-            SourceError::Backend {
-                source_name: "kafka",
-                detail,
-            }
-        })?;
+    let lease = scale::Lease::join(&config.kafka, std::sync::Arc::clone(&stats))?;
     let publisher = board.clone().map(|b| {
         let stats = std::sync::Arc::clone(&stats);
         tokio::spawn(async move {

@@ -41,7 +41,8 @@ use crate::driver::PartitionId;
 use crate::driver::forwarder::Forwarder;
 use crate::engine::{Engine, EngineConfig, RawRecord, SourcePosition, forward};
 use crate::model::Topic;
-use crate::source::kafka::{self, KafkaConfig};
+use crate::source::SourceError;
+use crate::source::kafka::{self, KafkaConfig, backend};
 
 use super::WallClock;
 use super::status::ScaleStatus;
@@ -419,15 +420,15 @@ pub struct Lease {
 
 impl Lease {
     /// Joins the lease group.
-    pub fn join(config: &KafkaConfig, stats: Arc<ScaleStats>) -> Result<Self, String> {
+    pub fn join(config: &KafkaConfig, stats: Arc<ScaleStats>) -> Result<Self, SourceError> {
         let (tx, held) = watch::channel(false);
         let consumer: BaseConsumer<LeaseContext> = member_config(config, &config.lease_group())
             .create_with_context(LeaseContext { stats, held: tx })
-            .map_err(|e| format!("cannot create the lease consumer: {e}"))?;
+            .map_err(|e| backend(format!("cannot create the lease consumer: {e}")))?;
         let topic = config.lease_topic();
         consumer
             .subscribe(&[&topic])
-            .map_err(|e| format!("cannot subscribe to {topic}: {e}"))?;
+            .map_err(|e| backend(format!("cannot subscribe to {topic}: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -441,7 +442,7 @@ impl Lease {
                 // Serve the revocation the unsubscribe causes, then leave.
                 let _ = consumer.poll(Duration::from_millis(100));
             })
-            .map_err(|e| format!("cannot start the lease thread: {e}"))?;
+            .map_err(|e| backend(format!("cannot start the lease thread: {e}")))?;
         Ok(Lease {
             held,
             stop,
@@ -470,22 +471,18 @@ impl Drop for Lease {
 }
 
 /// The input partitions, the checked topics and the lease topic, made sure of.
-pub async fn prepare(config: &KafkaConfig) -> Result<Vec<PartitionId>, String> {
-    kafka::ensure_topics(config)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn prepare(config: &KafkaConfig) -> Result<Vec<PartitionId>, SourceError> {
+    kafka::ensure_topics(config).await?;
     let c = config.clone();
     let partitions = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = c
             .client_config()
             .create()
-            .map_err(|e| format!("cannot create a client: {e}"))?;
-        kafka::partitions_of(&consumer, &c).map_err(|e| e.to_string())
+            .map_err(|e| backend(format!("cannot create a client: {e}")))?;
+        kafka::partitions_of(&consumer, &c)
     })
     .await
-    .map_err(|e| format!("metadata task failed: {e}"))??;
-    kafka::ensure_checked_topics(config, &partitions)
-        .await
-        .map_err(|e| e.to_string())?;
+    .map_err(|e| backend(format!("metadata task failed: {e}")))??;
+    kafka::ensure_checked_topics(config, &partitions).await?;
     Ok(partitions)
 }
