@@ -442,9 +442,15 @@ pub async fn run_scaled(
     scale::prepare(&config.kafka).await?;
     let stats = std::sync::Arc::new(scale::ScaleStats::default());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Stage 1 checks with the engine configuration stage 2 applies with: a checkpoint's, when
+    // there is one (it carries the configuration it was taken with), else this instance's.
+    let engine = match checkpoint::load(&config.checkpoint_dir)? {
+        Some(l) => l.data.engine.config().clone(),
+        None => config.engine.clone(),
+    };
     let forwarder = tokio::spawn(scale::forward(
         config.kafka.clone(),
-        config.engine.clone(),
+        engine,
         std::sync::Arc::clone(&stats),
         stop.clone(),
     ));
