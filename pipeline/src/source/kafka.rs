@@ -110,6 +110,31 @@ impl KafkaConfig {
     }
 }
 
+/// The name of the topic read for `topic`: the input topic, or with `checked` (stage 2) its
+/// checked topic.
+fn read_name(config: &KafkaConfig, checked: bool, topic: Topic) -> String {
+    match checked {
+        true => config.checked_topic_name(topic),
+        false => config.topic_name(topic),
+    }
+}
+
+/// The list a commit of `positions` (the last offset processed per partition) sends: each
+/// partition's next offset, in the topics read (see [`read_name`]).
+pub(crate) fn commit_list(
+    config: &KafkaConfig,
+    checked: bool,
+    positions: &[(PartitionId, i64)],
+) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for &((t, p), last) in positions {
+        // An offset is always accepted for a partition just added.
+        let _ =
+            tpl.add_partition_offset(&read_name(config, checked, t), p, Offset::Offset(last + 1));
+    }
+    tpl
+}
+
 pub(crate) fn backend(detail: String) -> SourceError {
     SourceError::Backend {
         source_name: NAME,
@@ -470,18 +495,10 @@ impl KafkaSource {
             .map_err(|e| backend(format!("cannot resume {partitions:?}: {e}")))
     }
 
-    /// The name of the topic read for `topic`: the input's, or the checked one.
-    fn read_name(&self, topic: Topic) -> String {
-        match self.checked {
-            Some(_) => self.config.checked_topic_name(topic),
-            None => self.config.topic_name(topic),
-        }
-    }
-
     fn tpl(&self, partitions: &[(Topic, i32)]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for &(t, p) in partitions {
-            tpl.add_partition(&self.read_name(t), p);
+            tpl.add_partition(&read_name(&self.config, self.checked.is_some(), t), p);
         }
         tpl
     }
@@ -490,20 +507,10 @@ impl KafkaSource {
     /// partitions read and the last offset of each read; for stage 2, the checked offsets
     /// holding those positions.
     fn commit_list(&mut self, positions: &[(PartitionId, i64)]) -> TopicPartitionList {
-        let mapped;
-        let positions = match self.checked.as_mut() {
-            Some(c) => {
-                mapped = c.mirror.commit(positions);
-                &mapped[..]
-            }
-            None => positions,
-        };
-        let mut tpl = TopicPartitionList::new();
-        for &((t, p), last) in positions {
-            // An offset is always accepted for a partition just added.
-            let _ = tpl.add_partition_offset(&self.read_name(t), p, Offset::Offset(last + 1));
+        match self.checked.as_mut() {
+            Some(c) => commit_list(&self.config, true, &c.mirror.commit(positions)),
+            None => commit_list(&self.config, false, positions),
         }
-        tpl
     }
 
     /// Commits positions (last offset processed per partition) without blocking the caller's
@@ -587,10 +594,7 @@ fn assign_blocking(
     checked: bool,
 ) -> Result<Vec<(PartitionId, i64)>, SourceError> {
     let timeout = Duration::from_secs(10);
-    let name_of = |t: Topic| match checked {
-        true => config.checked_topic_name(t),
-        false => config.topic_name(t),
-    };
+    let name_of = |t: Topic| read_name(config, checked, t);
     let committed = if starts.iter().any(|(_, s)| *s == Start::Committed) {
         let mut tpl = TopicPartitionList::new();
         for ((t, p), _) in starts {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -34,7 +35,6 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::driver::PartitionId;
@@ -329,6 +329,7 @@ async fn forward_once(
         tokio::select! {
             Some((id, epoch, offset, result)) = in_flight.next() => {
                 if result.is_ok() {
+                    stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     consumer.context().forwarder().acked(id, epoch, offset);
                 }
             }
@@ -352,11 +353,7 @@ fn commit<C: Consumer<InputContext>>(
     positions: &[(PartitionId, i64)],
     mode: CommitMode,
 ) {
-    let mut tpl = TopicPartitionList::new();
-    for &((t, p), last) in positions {
-        // An offset is always accepted for a partition just added.
-        let _ = tpl.add_partition_offset(&config.topic_name(t), p, Offset::Offset(last + 1));
-    }
+    let tpl = kafka::commit_list(config, false, positions);
     if tpl.count() > 0
         && let Err(e) = consumer.commit(&tpl, mode)
     {
