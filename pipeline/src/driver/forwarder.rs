@@ -32,8 +32,6 @@ struct Owned {
 pub struct Forwarder<P = PartitionId> {
     next_epoch: u64,
     parts: BTreeMap<P, Owned>,
-    /// Checked records acknowledged by Kafka, in any ownership.
-    pub forwarded: u64,
 }
 
 impl<P> Default for Forwarder<P> {
@@ -41,7 +39,6 @@ impl<P> Default for Forwarder<P> {
         Forwarder {
             next_epoch: 0,
             parts: BTreeMap::new(),
-            forwarded: 0,
         }
     }
 }
@@ -99,7 +96,6 @@ impl<P: Ord + Copy> Forwarder<P> {
     /// Kafka acknowledged the checked record of source `offset` of partition `id`, sent in
     /// ownership `epoch`.
     pub fn acked(&mut self, id: P, epoch: u64, offset: i64) {
-        self.forwarded += 1;
         if let Some(o) = self.parts.get_mut(&id)
             && o.epoch == epoch
         {
@@ -148,7 +144,6 @@ mod tests {
         assert_eq!(f.to_commit(), [], "committed once");
         f.acked(1, e1, 3);
         assert_eq!(f.to_commit(), [(1, 3)]);
-        assert_eq!(f.forwarded, 3);
         assert_eq!(f.owned(), 2);
     }
 
