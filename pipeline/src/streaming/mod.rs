@@ -485,14 +485,13 @@ pub async fn run_scaled(
         let mut stop2 = stop.clone();
         let mut stage2_config = config.clone();
         stage2_config.driver.input = crate::driver::InputFormat::Checked;
-        // Stage 2 stops on the shutdown or when the lease is taken away.
-        let (shut_tx, shut_rx) = tokio::sync::oneshot::channel::<()>();
+        // Stage 2 stops when the lease is taken away, or on the shutdown (which stops stage 1
+        // too).
         let stage2 = run_job(
             stage2_config,
             async move {
                 tokio::select! {
                     _ = lost.wait_for(|h| !*h) => {}
-                    _ = shut_rx => {}
                     _ = stop2.wait_for(|s| *s) => {}
                 }
             },
@@ -501,14 +500,11 @@ pub async fn run_scaled(
             true,
         );
         let mut stage2 = std::pin::pin!(stage2);
-        let mut shut_tx = Some(shut_tx);
         let outcome = loop {
             tokio::select! {
                 r = &mut stage2 => break r,
-                () = &mut shutdown, if shut_tx.is_some() => {
-                    if let Some(tx) = shut_tx.take() {
-                        let _ = tx.send(());
-                    }
+                () = &mut shutdown, if !*stop_tx.borrow() => {
+                    let _ = stop_tx.send(true);
                 }
             }
         };
@@ -519,7 +515,7 @@ pub async fn run_scaled(
             Ok(r) => {
                 let by_itself = matches!(r.stop, StopReason::Idle | StopReason::EndOfInput);
                 report = r;
-                if shut_tx.is_none() || by_itself {
+                if *stop_tx.borrow() || by_itself {
                     break Ok(());
                 }
                 tracing::info!("Stage 2 stopped: the lease moved; stage 1 goes on.");
