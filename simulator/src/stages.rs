@@ -208,21 +208,12 @@ impl Stages {
                 });
                 self.pos[i] = end;
             }
-            while let Some(&Forward {
-                at,
-                from,
-                to,
-                instance: o,
-                epoch,
-            }) = self.in_flight[i].front()
-                && at <= now
+            while let Some(&f) = self.in_flight[i].front()
+                && f.at <= now
             {
                 self.in_flight[i].pop_front();
-                self.land(i, from, to, &mut step);
-                if let Some(f) = self.forwarders.get_mut(&o) {
-                    f.acked(i, epoch, to - 1);
-                }
-                self.commits.push_back((at + COMMIT_MS, o));
+                self.acknowledged(i, f, &mut step);
+                self.commits.push_back((f.at + COMMIT_MS, f.instance));
             }
         }
         while let Some(&(at, o)) = self.commits.front()
@@ -260,10 +251,7 @@ impl Stages {
                 // order, as from one idempotent producer; none while Kafka is away); it commits
                 // nothing more.
                 for i in 0..self.in_flight.len() {
-                    let (mine, kept): (VecDeque<_>, VecDeque<_>) =
-                        std::mem::take(&mut self.in_flight[i])
-                            .into_iter()
-                            .partition(|f| f.instance == victim);
+                    let mine = self.take_in_flight(i, victim);
                     let reached = match self.down_until {
                         None if !mine.is_empty() => rng.random_range(0..=mine.len()),
                         _ => 0,
@@ -271,7 +259,6 @@ impl Stages {
                     for f in mine.iter().take(reached) {
                         self.land(i, f.from, f.to, step);
                     }
-                    self.in_flight[i] = kept;
                     if self.owner[i] == Some(victim) {
                         self.owner[i] = None;
                     }
@@ -303,25 +290,36 @@ impl Stages {
                 let who = leavers[rng.random_range(0..leavers.len())];
                 // A graceful leave: its forwards are acknowledged, then it gives its partitions
                 // up, committing what was acknowledged.
-                let mut leaving = self.forwarders.remove(&who).unwrap_or_default();
                 for i in 0..self.in_flight.len() {
-                    let mut kept = VecDeque::new();
-                    for f in std::mem::take(&mut self.in_flight[i]) {
-                        if f.instance == who {
-                            self.land(i, f.from, f.to, step);
-                            leaving.acked(i, f.epoch, f.to - 1);
-                        } else {
-                            kept.push_back(f);
-                        }
+                    for f in self.take_in_flight(i, who) {
+                        self.acknowledged(i, f, step);
                     }
-                    self.in_flight[i] = kept;
                 }
+                let mut leaving = self.forwarders.remove(&who).unwrap_or_default();
                 let positions = leaving.revoke_all();
                 self.commit(&positions);
                 self.commits.retain(|c| c.1 != who);
                 self.alive.retain(|&a| a != who);
                 self.rebalance_at.push(now);
             }
+        }
+    }
+
+    /// Takes `instance`'s forwards in flight to partition `i` out of its queue, in order.
+    fn take_in_flight(&mut self, i: usize, instance: u32) -> VecDeque<Forward> {
+        let (mine, kept) = std::mem::take(&mut self.in_flight[i])
+            .into_iter()
+            .partition(|f| f.instance == instance);
+        self.in_flight[i] = kept;
+        mine
+    }
+
+    /// Kafka acknowledged forward `f` to partition `i`: its records land, and its instance's
+    /// stage 1 (if alive) is told.
+    fn acknowledged(&mut self, i: usize, f: Forward, step: &mut Step) {
+        self.land(i, f.from, f.to, step);
+        if let Some(fw) = self.forwarders.get_mut(&f.instance) {
+            fw.acked(i, f.epoch, f.to - 1);
         }
     }
 
