@@ -533,6 +533,11 @@ pub async fn run_scaled(
 }
 
 /// The job: with `checked`, stage 2 of a scale-out (reading the checked topics).
+///
+/// The set-up (waiting for the services, restoring the checkpoint, taking the partitions) races
+/// `shutdown`: a stop asked for while the job waits for a service ends it there, and a stage 2
+/// whose lease was taken away while it started never runs, so it cannot store the checkpoint
+/// it restored over one its successor stored since.
 async fn run_job(
     config: StreamingConfig,
     shutdown: impl Future<Output = ()>,
@@ -540,16 +545,72 @@ async fn run_job(
     board: Option<StatusBoard>,
     checked: bool,
 ) -> Result<RunReport, StreamingError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let set_up = tokio::select! {
+        r = set_up_job(&config, board.as_ref(), checked) => r?,
+        () = &mut shutdown => {
+            tracing::info!("Stopped while starting: nothing was read and nothing stored.");
+            return Ok(empty_report(false));
+        }
+    };
+    let SetUp {
+        driver,
+        source,
+        lanes,
+        loops,
+        results,
+        restored,
+    } = set_up;
+    let (results_tx, results_rx) = results;
+    let clock = WallClock;
+    let windowed = Query::ALL
+        .iter()
+        .filter(|q| **q != Query::ParkingAggregations)
+        .count();
+    println!("Started {windowed} streaming queries (+ parking per zone)");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let replay = config.replay.map(|r| ReplayClock {
+        sim_origin_ms: r.sim_origin_ms,
+        wall_origin_ms: clock.now_ms(),
+        speed: r.speed,
+    });
+    started(replay);
+    let shell = shell::Shell::new(
+        config, driver, source, lanes, results_tx, results_rx, replay, restored, board,
+    );
+    let (report, _) = tokio::join!(shell.run(shutdown), futures_util::future::join_all(loops));
+    report
+}
+
+/// What [`run_job`]'s set-up hands its shell.
+struct SetUp {
+    driver: Driver,
+    source: KafkaSource,
+    lanes: LaneTasks,
+    loops: Vec<sinks::TaskLoop>,
+    results: (
+        tokio::sync::mpsc::UnboundedSender<sinks::Outcome>,
+        tokio::sync::mpsc::UnboundedReceiver<sinks::Outcome>,
+    ),
+    restored: bool,
+}
+
+/// The services waited for, the engine restored, the sinks opened and the partitions taken.
+async fn set_up_job(
+    config: &StreamingConfig,
+    board: Option<&StatusBoard>,
+    checked: bool,
+) -> Result<SetUp, StreamingError> {
     let clock = WallClock;
     let starting = |what: &str| {
-        if let Some(b) = &board {
+        if let Some(b) = board {
             b.set_phase(Phase::Starting(what.to_owned()));
         }
     };
     let clients = match config.sink_mode {
-        SinkMode::Databases => Some(wait_for_services(&config, board.as_ref()).await?),
+        SinkMode::Databases => Some(wait_for_services(config, board).await?),
         SinkMode::Null => {
-            wait_for_kafka(&config, board.as_ref()).await?;
+            wait_for_kafka(config, board).await?;
             None
         }
     };
@@ -594,7 +655,7 @@ async fn run_job(
             // The schema is created and migrated once, before the lanes open their own
             // connections.
             postgres::PostgresSink::new(pg_client, &config.postgres.schema).await?;
-            start_sinks(&config, &mongo_client, &results_tx).await?
+            start_sinks(config, &mongo_client, &results_tx).await?
         }
         None => LaneTasks::start(&sinks::NULL_SPECS, |_, _| Some(LaneSink::Null), &results_tx),
     };
@@ -624,23 +685,14 @@ async fn run_job(
         driver.handle_progress(now, *id, Some(*next), None);
     }
     tracing::info!(partitions = ?resolved, "Assigned the Kafka partitions.");
-    let windowed = Query::ALL
-        .iter()
-        .filter(|q| **q != Query::ParkingAggregations)
-        .count();
-    println!("Started {windowed} streaming queries (+ parking per zone)");
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    let replay = config.replay.map(|r| ReplayClock {
-        sim_origin_ms: r.sim_origin_ms,
-        wall_origin_ms: clock.now_ms(),
-        speed: r.speed,
-    });
-    started(replay);
-    let shell = shell::Shell::new(
-        config, driver, source, lanes, results_tx, results_rx, replay, restored, board,
-    );
-    let (report, _) = tokio::join!(shell.run(shutdown), futures_util::future::join_all(loops));
-    report
+    Ok(SetUp {
+        driver,
+        source,
+        lanes,
+        loops,
+        results: (results_tx, results_rx),
+        restored,
+    })
 }
 
 /// Starts the metrics server, saying where.
@@ -834,5 +886,27 @@ mod tests {
             "host=h port=5 dbname=d"
         );
         assert_eq!(redact_url("127.0.0.1:9092"), "127.0.0.1:9092");
+    }
+
+    // Proves a stop asked for while the job waits for a service ends it there, with nothing
+    // stored: before, the set-up ignored it and waited (by default for ever) for the service.
+    // Stage 2 of a scale-out relies on it: a lease lost while it starts must stop it.
+    #[tokio::test]
+    async fn a_stop_while_waiting_for_a_service_ends_the_job() {
+        // Port 1 on loopback is closed: nothing listens there, and the job waits for ever.
+        let mut c = StreamingConfig::new("127.0.0.1:1", "mongodb://127.0.0.1:1", "postgres://x");
+        c.ready_interval_ms = 50;
+        c.ready_timeout_ms = 200;
+        c.console = false;
+        let dir = std::env::temp_dir().join(format!("stop-in-set-up-{}", std::process::id()));
+        c.checkpoint_dir = dir.clone();
+        let stop = tokio::time::sleep(Duration::from_millis(300));
+        let report = tokio::time::timeout(Duration::from_secs(30), run(c, stop))
+            .await
+            .expect("the job did not stop while it waited for Kafka")
+            .expect("a stop is not an error");
+        assert_eq!(report.stop, StopReason::Shutdown);
+        assert_eq!(report.records, 0);
+        assert!(!dir.exists(), "a checkpoint directory was made");
     }
 }
