@@ -1116,6 +1116,16 @@ pub fn decode_limited(
     message(topic, bytes, max_depth).map_err(|e| *e)
 }
 
+/// [`decode_limited`] with the error boxed as the parser makes it: the engine matches the result
+/// where it lies, where unboxing the error moved the whole message (a copy a record).
+pub(crate) fn decode_in_place(
+    topic: Topic,
+    bytes: &[u8],
+    max_depth: usize,
+) -> std::result::Result<Message<'_>, Box<DecodeError>> {
+    message(topic, bytes, max_depth)
+}
+
 fn message(topic: Topic, bytes: &[u8], max_depth: usize) -> Result<Message<'_>> {
     let mut p = Parser::new(bytes, max_depth);
     let msg = match topic {

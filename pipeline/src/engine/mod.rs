@@ -615,23 +615,25 @@ impl Engine {
         if let Err((reason, detail)) = decode::check_size(rec.value, &self.config) {
             return self.dead_letter(rec, reason, detail, out);
         }
+        // Matched where it was decoded: taking the message out of the result copied it (about
+        // 30 instructions a record, callgrind).
         let decoded =
-            crate::json::decode_limited(rec.topic, rec.value, self.config.max_nesting_depth);
-        let msg = match decoded {
+            crate::json::decode_in_place(rec.topic, rec.value, self.config.max_nesting_depth);
+        let msg = match &decoded {
             Ok(m) => m,
             Err(e) => {
-                let (reason, detail) = decode::classify(&e);
+                let (reason, detail) = decode::classify(e);
                 return self.dead_letter(rec, reason, detail, out);
             }
         };
-        if let Err((reason, detail)) = decode::check_strings(&msg, &self.config) {
+        if let Err((reason, detail)) = decode::check_strings(msg, &self.config) {
             return self.dead_letter(rec, reason, detail, out);
         }
-        let t = match decode::event_time(&msg, self.zone, rec.kafka_timestamp_ms, &self.config) {
+        let t = match decode::event_time(msg, self.zone, rec.kafka_timestamp_ms, &self.config) {
             Ok(t) => t,
             Err((reason, detail)) => return self.dead_letter(rec, reason, detail, out),
         };
-        match &msg {
+        match msg {
             Message::Traffic(m) => self.ingest_traffic(rec, m, t, out),
             Message::Transport(m) => self.ingest_transport(rec, m, t, out),
             Message::Parking(m) => self.ingest_parking(rec, m, t, out),
