@@ -7,8 +7,9 @@
 //! day would otherwise hold gigabytes).
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::future::{Future, ready};
+
+use rustc_hash::FxHashMap;
 
 use crate::digest::{self, OutputDigest};
 use crate::engine::{DeadLetter, LateRecord, Output, Query, Row};
@@ -29,7 +30,10 @@ pub enum Flavour {
 #[derive(Debug)]
 pub struct MemoryStore {
     flavour: Flavour,
-    collections: BTreeMap<Query, BTreeMap<String, Row>>,
+    /// Rows by id, hashed: a simulated day writes millions of rows, and an ordered map compared
+    /// their long ids (`query|key|window start`) at every level of every walk, 11 % of a 10x
+    /// run. Readers get them in id order ([`MemoryStore::collection`]).
+    collections: BTreeMap<Query, FxHashMap<String, Row>>,
     dead_letters: Vec<DeadLetter>,
     late: Vec<LateRecord>,
     archived: BTreeMap<Topic, u64>,
@@ -92,15 +96,13 @@ impl MemoryStore {
         for row in &batch.rows {
             self.upserts += 1;
             let coll = self.collections.entry(row.query()).or_default();
-            // One walk down the map by id: most rows written are new (alerts, final rows), and
-            // a lookup followed by an insert walked it twice, comparing long ids at every level.
-            match coll.entry(row.id.clone()) {
-                Entry::Occupied(e) if e.get().is_final && !row.is_final => {
+            match coll.get_mut(row.id.as_str()) {
+                Some(stored) if stored.is_final && !row.is_final => {
                     self.already_stored += 1;
                 }
-                Entry::Occupied(mut e) => e.get_mut().clone_from(row),
-                Entry::Vacant(e) => {
-                    e.insert(row.clone());
+                Some(stored) => stored.clone_from(row),
+                None => {
+                    coll.insert(row.id.clone(), row.clone());
                 }
             }
         }
@@ -138,15 +140,19 @@ impl MemoryStore {
 
     /// The rows of one query's collection, in id order.
     pub fn collection(&self, query: Query) -> impl Iterator<Item = &Row> {
-        self.collections
+        let mut rows: Vec<&Row> = self
+            .collections
             .get(&query)
             .into_iter()
             .flat_map(|c| c.values())
+            .collect();
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        rows.into_iter()
     }
 
     /// Every stored row, by query then id.
     pub fn rows(&self) -> impl Iterator<Item = &Row> {
-        self.collections.values().flat_map(|c| c.values())
+        self.collections.keys().flat_map(|q| self.collection(*q))
     }
 
     /// Dead letters, in arrival order.
@@ -180,7 +186,8 @@ impl MemoryStore {
 
     /// The hex of [`MemoryStore::digest`], hashed straight from the stored rows.
     pub fn digest_hex(&self) -> String {
-        digest::hex_of(self.rows())
+        // In any order: `hex_of` sorts by id itself.
+        digest::hex_of(self.collections.values().flat_map(|c| c.values()))
     }
 }
 
