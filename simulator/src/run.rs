@@ -945,11 +945,11 @@ impl<'a> Sim<'a> {
     /// Whether partition `i` (in [`Sim::partition_ids`] order) has visible records and is not
     /// paused.
     fn readable(&self, i: usize) -> bool {
-        let id = self.id(i);
+        // By index: the logs lay their partitions out in this order (`Sim::partition_ids`).
         !self.paused[i]
             && match &self.two {
-                None => self.log.position(id.0, id.1) < self.visible_end[i],
-                Some(t) => t.log.position(id.0, id.1) < t.log.end_offset(id.0, id.1),
+                None => self.log.position_at(i) < self.visible_end[i],
+                Some(t) => t.log.position_at(i) < t.log.end_offset_at(i),
             }
     }
 

@@ -206,6 +206,19 @@ impl MemoryLog {
         self.part(topic, partition).map_or(0, |p| p.position)
     }
 
+    /// [`Self::position`] of the partition at `index` in topic-major order ([`Topic::ALL`], then
+    /// partition): a simulator asks it for every partition at every poll.
+    #[inline]
+    pub fn position_at(&self, index: usize) -> i64 {
+        self.partitions.get(index).map_or(0, |p| p.position)
+    }
+
+    /// [`Self::end_offset`] of the partition at `index`, as [`Self::position_at`].
+    #[inline]
+    pub fn end_offset_at(&self, index: usize) -> i64 {
+        self.partitions.get(index).map_or(0, Partition::end)
+    }
+
     /// The offset a partition's next record will get.
     pub fn end_offset(&self, topic: Topic, partition: i32) -> i64 {
         self.part(topic, partition).map_or(0, Partition::end)
@@ -368,6 +381,26 @@ impl Source for MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves the by-index reads name the partition at that index of topic-major order.
+    #[test]
+    fn by_index_is_topic_major() {
+        let mut log = MemoryLog::new(3);
+        for n in 0..60u32 {
+            let key = format!("device-{n}");
+            let topic = Topic::ALL[n as usize % 4];
+            log.append(topic, key.as_bytes(), b"{}", 0);
+        }
+        for (t, topic) in Topic::ALL.iter().enumerate() {
+            for p in 0..3 {
+                log.seek(*topic, p, 1 + i64::from(p));
+                let i = t * 3 + p as usize;
+                assert_eq!(log.position_at(i), log.position(*topic, p));
+                assert_eq!(log.end_offset_at(i), log.end_offset(*topic, p));
+            }
+        }
+        assert_eq!(log.position_at(12), 0, "past the last partition");
+    }
 
     // Proves offsets are per partition, reads resume where they stopped, and a restart resumes
     // from the committed position, re-reading only uncommitted records.
