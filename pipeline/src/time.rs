@@ -230,8 +230,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Writes `YYYY-MM-DDTHH:MM:SS[.mmm]` into `out` and returns the length written.
-fn write_date_time(ms: Millis, out: &mut [u8; 24]) -> usize {
+/// Writes `YYYY-MM-DDTHH:MM:SS[.mmm]` into `out` and returns the length written. The message
+/// writer (`model::json_write`) uses it too, so a timestamp has one formatter.
+pub(crate) fn write_date_time(ms: Millis, out: &mut [u8; 24]) -> usize {
     let days = ms.div_euclid(DAY_MS);
     let in_day = ms.rem_euclid(DAY_MS);
     let (year, month, day) = civil_from_days(days);
