@@ -359,12 +359,12 @@ fn check_count(e: &CountExpectation, run: &RunResult) -> Verdict {
     let n: u64 = match e.metric {
         CountMetric::Alerts => run
             .documents
-            .rows()
+            .rows_any_order()
             .filter(|r| r.query().is_alert() && query.is_none_or(|q| r.query() == q) && kind_ok(r))
             .count() as u64,
         CountMetric::FinalRows => run
             .documents
-            .rows()
+            .rows_any_order()
             .filter(|r| {
                 r.is_final
                     && !r.query().is_alert()
@@ -669,7 +669,7 @@ pub fn builtin(
     ] {
         let in_rows: u64 = run
             .documents
-            .collection(query)
+            .collection_any_order(query)
             .filter_map(records_in_row)
             .sum();
         let aggregated = run.counters.queries.get(&query).map_or(0, |c| c.aggregated);
@@ -824,7 +824,7 @@ pub fn order_dependent(scenario: &Scenario, plan: &crate::faults::FaultPlan) -> 
 pub fn order_independent_outcome(run: &RunResult, fault_free: &RunResult) -> Verdict {
     let tally = |r: &RunResult| {
         let mut t = std::collections::BTreeMap::<String, u64>::new();
-        for row in r.documents.rows().filter(|row| row.is_final) {
+        for row in r.documents.rows_any_order().filter(|row| row.is_final) {
             *t.entry(format!("final rows of {}", row.query().name()))
                 .or_default() += 1;
         }
