@@ -60,12 +60,7 @@ fn write_json(c: &mut Criterion) {
             let mut bytes = 0usize;
             for m in &messages {
                 out.clear();
-                let written = match m {
-                    Message::Traffic(m) => serde_json::to_writer(&mut out, m),
-                    Message::Transport(m) => serde_json::to_writer(&mut out, m),
-                    Message::Parking(m) => serde_json::to_writer(&mut out, m),
-                    Message::Incident(m) => serde_json::to_writer(&mut out, m),
-                };
+                let written = m.write_json_serde(&mut out);
                 debug_assert!(written.is_ok());
                 bytes += black_box(&out).len();
             }

@@ -10,13 +10,10 @@ use pipeline::model::Message;
 
 /// serde_json's bytes for the message's own struct: the reference.
 fn serde_bytes(m: &Message<'_>) -> Vec<u8> {
-    let bytes = match m {
-        Message::Traffic(m) => serde_json::to_vec(m),
-        Message::Transport(m) => serde_json::to_vec(m),
-        Message::Parking(m) => serde_json::to_vec(m),
-        Message::Incident(m) => serde_json::to_vec(m),
-    };
-    bytes.expect("serde_json writes every message")
+    let mut bytes = Vec::new();
+    m.write_json_serde(&mut bytes)
+        .expect("serde_json writes every message");
+    bytes
 }
 
 /// Compares the two writers on every message record of `config` run with `seed`; returns how

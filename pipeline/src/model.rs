@@ -410,6 +410,17 @@ impl<'a> Message<'a> {
         json_write::write_message(self, out);
     }
 
+    /// The reference [`Self::write_json`] is held to: `serde_json::to_writer` of the variant's
+    /// struct (the tests and `benches/generator.rs` compare the two).
+    pub fn write_json_serde(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Message::Traffic(m) => serde_json::to_writer(out, m),
+            Message::Transport(m) => serde_json::to_writer(out, m),
+            Message::Parking(m) => serde_json::to_writer(out, m),
+            Message::Incident(m) => serde_json::to_writer(out, m),
+        }
+    }
+
     /// The message as a JSON value tree.
     pub fn to_json_value(&self) -> serde_json::Value {
         serde_json::from_slice(&self.to_json()).unwrap_or(serde_json::Value::Null)
