@@ -104,10 +104,9 @@ fn job_faults() {
 
 // Proves three instances in one group, with a kill (by seed, of the lease holder too), a kill of
 // the lease holder, a join and a leave (each kill noticed after a session timeout longer than the
-// watermark delay), give the
-// one-instance run's final rows: stage 2 restarted on another instance, records forwarded twice
-// were dropped, and the instances' own outcome is the same on every run; and that two or five
-// instances over one or eight partitions a topic give them too.
+// watermark delay), give the one-instance run's final rows: stage 2 restarted on another
+// instance, records forwarded twice were dropped, and the instances' own outcome is the same on
+// every run; and that two or five instances over one or eight partitions a topic give them too.
 #[test]
 fn scale_out() {
     let r = passes_twice("scale_out");
