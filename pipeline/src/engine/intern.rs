@@ -51,7 +51,10 @@ impl From<Stored> for Interner {
             }
             Stored::Plain(names) => {
                 let n = names.len();
-                (names.into_iter().map(|n| Some(Arc::from(n))).collect(), vec![1; n])
+                (
+                    names.into_iter().map(|n| Some(Arc::from(n))).collect(),
+                    vec![1; n],
+                )
             }
         };
         let mut index = FxHashMap::default();
@@ -78,7 +81,11 @@ impl From<Stored> for Interner {
 impl From<Interner> for Stored {
     fn from(i: Interner) -> Self {
         Stored::Counted {
-            names: i.names.iter().map(|n| n.as_deref().map(Box::from)).collect(),
+            names: i
+                .names
+                .iter()
+                .map(|n| n.as_deref().map(Box::from))
+                .collect(),
             refs: i.refs,
         }
     }
