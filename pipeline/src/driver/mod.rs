@@ -250,6 +250,10 @@ pub struct DriverStats {
     pub read_ahead_full_episodes: u64,
     /// Times backpressure paused every partition.
     pub backpressure_episodes: u64,
+    /// Longest a record handed to the engine waited for a durable checkpoint to cover it: from
+    /// its hand-over to the store's success reaching the driver. Unbounded only while writes or
+    /// checkpoint stores fail, since a checkpoint waits for its cut's writes.
+    pub checkpoint_wait_max_ms: Millis,
 }
 
 /// One assigned partition as the driver sees it, for the job's metrics.
@@ -368,6 +372,13 @@ pub struct Driver {
     next_checkpoint_id: u64,
     last_snapshot_ms: Option<Millis>,
     records_since_snapshot: u64,
+    /// When the first record handed to the engine since the last snapshot was.
+    unsnapshotted_since: Option<Millis>,
+    /// Snapshots taken, not yet durable, that are the first to cover some records: (checkpoint
+    /// id, when the oldest of those records was handed over), oldest first. At most four: the
+    /// two in `snapshots` (a superseded one's entry passes to its successor), the one being
+    /// stored and one it superseded.
+    awaiting_durable: VecDeque<(u64, Millis)>,
     store: Option<StoreInFlight>,
     /// The newest durable checkpoint not yet committed.
     to_commit: Option<Arc<CheckpointData>>,
@@ -466,6 +477,8 @@ impl Driver {
             next_checkpoint_id: 1,
             last_snapshot_ms: Some(now),
             records_since_snapshot: 0,
+            unsnapshotted_since: None,
+            awaiting_durable: VecDeque::new(),
             store: None,
             to_commit: None,
             commit_in_flight: None,
@@ -854,6 +867,18 @@ impl Driver {
         match result {
             Ok(()) => {
                 self.stats.checkpoints += 1;
+                // Oldest first: the first entry covered holds the longest wait.
+                let mut oldest = None;
+                while let Some(&(covered, t)) = self.awaiting_durable.front()
+                    && covered <= id
+                {
+                    self.awaiting_durable.pop_front();
+                    oldest = oldest.or(Some(t));
+                }
+                if let Some(t) = oldest {
+                    let s = &mut self.stats;
+                    s.checkpoint_wait_max_ms = s.checkpoint_wait_max_ms.max(self.now - t);
+                }
                 let data = Arc::clone(&store.data);
                 self.store = None;
                 self.to_commit = Some(data);
@@ -1140,6 +1165,7 @@ impl Driver {
         self.buffered_bytes_total -= bytes;
         self.stats.records_released += 1;
         self.records_since_snapshot += 1;
+        self.unsnapshotted_since.get_or_insert(self.now);
     }
 
     fn ingest(&mut self, i: usize, rec: &RawRecord<'_>) {
@@ -1155,6 +1181,7 @@ impl Driver {
             .push((self.parts[i].id, rec.position.offset));
         self.stats.records_released += 1;
         self.records_since_snapshot += 1;
+        self.unsnapshotted_since.get_or_insert(self.now);
     }
 
     /// Everything that follows an input: cut, write, checkpoint, commit, flow control, stop.
@@ -1238,11 +1265,28 @@ impl Driver {
         self.next_checkpoint_id += 1;
         self.last_snapshot_ms = Some(self.now);
         self.records_since_snapshot = 0;
+        let mut oldest = self.unsnapshotted_since.take();
         // Bounded: the oldest not-yet-durable snapshot and the newest are enough; one in the
         // middle would be superseded by the newest before it could be stored.
-        if self.snapshots.len() >= 2 {
-            self.snapshots.pop_back();
+        if self.snapshots.len() >= 2
+            && let Some((_, dropped)) = self.snapshots.pop_back()
+            && self
+                .awaiting_durable
+                .back()
+                .is_some_and(|(id, _)| *id == dropped.id)
+        {
+            // Its records, handed over before this one's, are first covered by this one now.
+            let carried = self.awaiting_durable.pop_back().map(|(_, t)| t);
+            oldest = carried.or(oldest);
         }
+        if let Some(t) = oldest {
+            self.awaiting_durable.push_back((data.id, t));
+        }
+        debug_assert!(
+            self.awaiting_durable.len() <= 4,
+            "{:?}",
+            self.awaiting_durable
+        );
         self.snapshots.push_back((self.cut_seq, data));
     }
 

@@ -979,3 +979,40 @@ fn idle_exit_waits_for_partitions_that_hold_records() {
     let archived: u64 = h.store.archived().values().sum();
     assert_eq!(archived, records.len() as u64, "every record archived once");
 }
+
+// Proves the driver measures how long a record handed to the engine waits until a durable
+// checkpoint covers it: at most the checkpoint interval plus a flush while writes succeed, and
+// at least the outage while a sink fails (a checkpoint waits for its cut's writes).
+#[test]
+fn a_handed_over_record_waits_for_a_durable_checkpoint_an_interval_unless_writes_fail() {
+    let records = stream(3, 6, 0, 0);
+    let mut h = Harness::new(partitioned(&records, 1), config(), 2);
+    let c = config();
+    let bound = (c.checkpoint_interval_ms + c.flush_interval_ms + c.linger_ms) as Millis;
+    let feed_until = |h: &mut Harness, until: Millis| {
+        while h.next[0] < h.logs[0].len() && h.logs[0][h.next[0]].ts <= until {
+            let t = h.logs[0][h.next[0]].ts;
+            tick_until(h, t);
+            h.feed(0, 1);
+        }
+        tick_until(h, until);
+    };
+    feed_until(&mut h, T0 + 180_000);
+    let calm = h.driver.stats().checkpoint_wait_max_ms;
+    assert!(
+        calm > 0 && calm <= bound,
+        "waited {calm} ms, bound {bound} ms: {:?}",
+        h.trace
+    );
+    // The second sink is down for the next minute of input.
+    h.failing.insert(1);
+    feed_until(&mut h, T0 + 240_000);
+    h.failing.clear();
+    feed_until(&mut h, T0 + 420_000);
+    assert!(h.done());
+    let stormy = h.driver.stats().checkpoint_wait_max_ms;
+    assert!(
+        stormy >= 60_000,
+        "the outage held the checkpoints back: waited {stormy} ms"
+    );
+}

@@ -341,6 +341,13 @@ fn encode_driver(s: &JobStatus, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
         "Checkpoint stores that failed (each retried).",
         d.checkpoint_failures,
     )?;
+    gauge(
+        e,
+        "pipeline_checkpoint_wait_max_seconds",
+        "Longest a record handed to the engine waited until a durable checkpoint covered it, \
+         since the job started: about the checkpoint interval while writes succeed.",
+        seconds(d.checkpoint_wait_max_ms),
+    )?;
     counter(
         e,
         "pipeline_commits",
