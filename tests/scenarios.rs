@@ -222,3 +222,35 @@ fn another_seed_changes_the_digest() {
     .unwrap();
     assert_ne!(a.digest, b.digest);
 }
+
+// Proves the built-in check that checkpoints keep up measures something and can fail: the
+// thesis hour's records wait about the checkpoint interval for a durable checkpoint, which
+// passes; the same run with a minute more fails; and a sink outage holds every checkpoint back
+// for at least its length, in a run where the check does not apply.
+#[test]
+fn checkpoints_keep_up_is_measured_and_can_fail() {
+    let load = |name: &str| {
+        let path = scenario_path(name);
+        Scenario::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap()
+    };
+    let calm = load("thesis_baseline");
+    let mut run = simulator::run::run_memory(&calm, calm.seed, &mut |_, _| {}).unwrap();
+    let interval = calm.driver.checkpoint_interval_ms as i64;
+    let waited = run.driver.checkpoint_wait_max_ms;
+    assert!(
+        (interval..interval + 1_000).contains(&waited),
+        "waited {waited} ms"
+    );
+    let verdict = simulator::expect::checkpoints_keep_up(&calm, &run).expect("no sink fault");
+    assert!(verdict.pass, "{verdict:?}");
+    run.driver.checkpoint_wait_max_ms += 60_000;
+    let verdict = simulator::expect::checkpoints_keep_up(&calm, &run).expect("no sink fault");
+    assert!(!verdict.pass, "{verdict:?}");
+
+    // job_faults: the document store is away for 45 s.
+    let faults = load("job_faults");
+    let run = simulator::run::run_memory(&faults, faults.seed, &mut |_, _| {}).unwrap();
+    assert!(simulator::expect::checkpoints_keep_up(&faults, &run).is_none());
+    let waited = run.driver.checkpoint_wait_max_ms;
+    assert!(waited >= 45_000, "waited {waited} ms");
+}

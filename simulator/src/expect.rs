@@ -737,6 +737,37 @@ pub fn commits_follow_checkpoints(scenario: &Scenario, run: &RunResult) -> Optio
     })
 }
 
+/// Every record handed to the engine was covered by a durable checkpoint in time (memory
+/// backend, in runs whose faults leave writes and checkpoint stores alone): a checkpoint is
+/// taken at the first cut after `checkpoint_interval_ms` and is durable once the writes up to
+/// that cut are acknowledged and it is stored, so a record waits at most the interval, a flush,
+/// the pending output's writes and a store. A checkpoint that stalls changes no output (rows
+/// are idempotent): without this check only a crash, re-reading too much, would show it.
+pub fn checkpoints_keep_up(scenario: &Scenario, run: &RunResult) -> Option<Verdict> {
+    if run.writes_unhindered != Some(true) {
+        return None;
+    }
+    let d = &scenario.driver;
+    let n = &scenario.network;
+    let write = n.sink_write_ms.max(0) + 1;
+    let store = n.checkpoint_store_ms.unwrap_or(5).max(0);
+    // Each lane writes one batch at a time; the lanes write side by side, counted one after
+    // another here.
+    let writes = run.pending_items_max.div_ceil(d.write_max_items.max(1)) as i64 + 1;
+    let flush = d.flush_interval_ms.max(d.linger_ms) as i64;
+    let bound = d.checkpoint_interval_ms as i64 + flush + 3 * writes * write + store + 1_000;
+    let waited = run.driver.checkpoint_wait_max_ms;
+    Some(Verdict {
+        check: "every record handed to the engine was checkpointed in time".into(),
+        pass: waited <= bound,
+        expected: format!(
+            "<= {bound} ms (checkpoint interval + a flush + the pending output's writes + a \
+             store)"
+        ),
+        actual: format!("{waited} ms at most"),
+    })
+}
+
 /// The driver's bound on pending output held: it pauses every partition at
 /// `max_pending_items`, so it can overshoot only by what one poll's records and one trigger
 /// produce before it looks again (a poll's records make at most a handful of items each; a

@@ -129,6 +129,7 @@ pub fn run_scenario(
         }
         v.push(expect::pending_bound(scenario, &result));
         v.extend(expect::commits_follow_checkpoints(scenario, &result));
+        v.extend(expect::checkpoints_keep_up(scenario, &result));
         v
     } else {
         let mut v = expect::evaluate(
@@ -143,6 +144,7 @@ pub fn run_scenario(
         if backend == Backend::Memory {
             v.push(expect::pending_bound(scenario, &result));
             v.extend(expect::commits_follow_checkpoints(scenario, &result));
+            v.extend(expect::checkpoints_keep_up(scenario, &result));
         }
         v
     };

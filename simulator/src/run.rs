@@ -102,6 +102,9 @@ pub struct RunResult {
     /// was up) during which the group's committed offsets trailed the latest durable
     /// checkpoint's positions.
     pub commit_behind_max_ms: Option<Millis>,
+    /// Memory backend: whether the run's faults left the job's writes and checkpoint stores
+    /// alone (no sink fault), so that `driver.checkpoint_wait_max_ms` has a bound.
+    pub writes_unhindered: Option<bool>,
     /// Several instances in one group (docs/scale-out.md): what their group went through.
     pub instances: Option<InstancesOutcome>,
     /// Records offered and processed per simulated minute.
@@ -1379,6 +1382,7 @@ impl<'a> Sim<'a> {
         t.pending_items_max = t.pending_items_max.max(s.pending_items_max);
         t.buffered_max = t.buffered_max.max(s.buffered_max);
         t.backpressure_episodes += s.backpressure_episodes;
+        t.checkpoint_wait_max_ms = t.checkpoint_wait_max_ms.max(s.checkpoint_wait_max_ms);
     }
 
     /// Once every record is produced, readable and read, the input has ended: the driver
@@ -1445,6 +1449,7 @@ impl<'a> Sim<'a> {
             driver: self.stats,
             pending_items_max,
             commit_behind_max_ms: Some(self.commit_behind_max_ms),
+            writes_unhindered: Some(self.plan.sink.is_empty()),
             instances: self.two.as_ref().map(|t| InstancesOutcome {
                 count: self.plan.instances.as_ref().map_or(1, |p| p.count),
                 rebalances: t.stages.rebalances,

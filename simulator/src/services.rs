@@ -561,6 +561,7 @@ pub fn run_services(
         driver: report.driver,
         driver_max_pending: None,
         commit_behind_max_ms: None,
+        writes_unhindered: None,
         instances: None,
         throughput: sent.throughput,
     })
