@@ -1156,16 +1156,10 @@ impl Driver {
         let bytes = rec.key.len() + rec.value.len();
         let input = self.config.input;
         ingest_into(&mut self.engine, &mut self.open, self.now, &rec, input);
-        let p = &mut self.parts[i];
-        p.pop();
-        p.note_released(offset, ts);
-        #[cfg(test)]
-        self.released_log.push((p.id, offset));
+        self.parts[i].pop();
         self.buffered_total -= 1;
         self.buffered_bytes_total -= bytes;
-        self.stats.records_released += 1;
-        self.records_since_snapshot += 1;
-        self.unsnapshotted_since.get_or_insert(self.now);
+        self.handed_over(i, offset, ts);
     }
 
     fn ingest(&mut self, i: usize, rec: &RawRecord<'_>) {
@@ -1175,10 +1169,16 @@ impl Driver {
         );
         let input = self.config.input;
         ingest_into(&mut self.engine, &mut self.open, self.now, rec, input);
-        self.parts[i].note_released(rec.position.offset, rec.kafka_timestamp_ms);
+        self.handed_over(i, rec.position.offset, rec.kafka_timestamp_ms);
+    }
+
+    /// Books a record of partition `i` the engine was just handed, straight or from the merge:
+    /// the partition's position, the statistics and what the next checkpoint covers.
+    fn handed_over(&mut self, i: usize, offset: i64, kafka_timestamp_ms: Millis) {
+        let p = &mut self.parts[i];
+        p.note_released(offset, kafka_timestamp_ms);
         #[cfg(test)]
-        self.released_log
-            .push((self.parts[i].id, rec.position.offset));
+        self.released_log.push((p.id, offset));
         self.stats.records_released += 1;
         self.records_since_snapshot += 1;
         self.unsnapshotted_since.get_or_insert(self.now);
