@@ -724,7 +724,7 @@ pub fn builtin(
 pub fn commits_follow_checkpoints(scenario: &Scenario, run: &RunResult) -> Option<Verdict> {
     let behind = run.commit_behind_max_ms?;
     let d = &scenario.driver;
-    let round_trip = scenario.network.commit_ms.unwrap_or(2).max(0);
+    let round_trip = scenario.network.commit_delay_ms();
     let bound = d.retry_max_ms as i64 + 4 * round_trip + 1_000;
     Some(Verdict {
         check: "committed offsets followed the durable checkpoints".into(),
@@ -750,7 +750,7 @@ pub fn checkpoints_keep_up(scenario: &Scenario, run: &RunResult) -> Option<Verdi
     let d = &scenario.driver;
     let n = &scenario.network;
     let write = n.sink_write_ms.max(0) + 1;
-    let store = n.checkpoint_store_ms.unwrap_or(5).max(0);
+    let store = n.store_delay_ms();
     // Each lane writes one batch at a time; the lanes write side by side, counted one after
     // another here.
     let writes = run.pending_items_max.div_ceil(d.write_max_items.max(1)) as i64 + 1;

@@ -78,6 +78,18 @@ pub struct NetworkModel {
     pub commit_ms: Option<i64>,
 }
 
+impl NetworkModel {
+    /// [`Self::checkpoint_store_ms`] with its default, never negative.
+    pub fn store_delay_ms(&self) -> i64 {
+        self.checkpoint_store_ms.unwrap_or(5).max(0)
+    }
+
+    /// [`Self::commit_ms`] with its default, never negative.
+    pub fn commit_delay_ms(&self) -> i64 {
+        self.commit_ms.unwrap_or(2).max(0)
+    }
+}
+
 /// Everything a scenario asserts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
