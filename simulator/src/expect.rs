@@ -716,6 +716,15 @@ pub fn builtin(
     v
 }
 
+/// The checks of the job's driver on the simulated clock, for plain and swarm runs alike: its
+/// pending output within its bound, commits that follow checkpoints, checkpoints that keep up.
+pub fn driver_checks(scenario: &Scenario, run: &RunResult) -> Vec<Verdict> {
+    let mut v = vec![pending_bound(scenario, run)];
+    v.extend(commits_follow_checkpoints(scenario, run));
+    v.extend(checkpoints_keep_up(scenario, run));
+    v
+}
+
 /// The group's committed offsets followed the durable checkpoints (memory backend): a commit is
 /// sent once its checkpoint is durable and, if it fails, sent again after at most
 /// `retry_max_ms`, so while the job runs and Kafka is up the offsets trail the latest durable

@@ -127,9 +127,7 @@ pub fn run_scenario(
                 fault_free.unwrap_or_default(),
             )),
         }
-        v.push(expect::pending_bound(scenario, &result));
-        v.extend(expect::commits_follow_checkpoints(scenario, &result));
-        v.extend(expect::checkpoints_keep_up(scenario, &result));
+        v.extend(expect::driver_checks(scenario, &result));
         v
     } else {
         let mut v = expect::evaluate(
@@ -142,9 +140,7 @@ pub fn run_scenario(
         );
         v.extend(order_check);
         if backend == Backend::Memory {
-            v.push(expect::pending_bound(scenario, &result));
-            v.extend(expect::commits_follow_checkpoints(scenario, &result));
-            v.extend(expect::checkpoints_keep_up(scenario, &result));
+            v.extend(expect::driver_checks(scenario, &result));
         }
         v
     };
