@@ -254,6 +254,11 @@ pub struct DriverStats {
     /// its hand-over to the store's success reaching the driver. Unbounded only while writes or
     /// checkpoint stores fail, since a checkpoint waits for its cut's writes.
     pub checkpoint_wait_max_ms: Millis,
+    /// Most a record handed to the engine trailed, by Kafka timestamp, a record of its topic
+    /// handed over before it. 0 for a backlog, which the merge hands over in timestamp order;
+    /// on a live stream, how far out of order the partitions delivered. Past the watermark
+    /// delay it makes records late.
+    pub disorder_max_ms: Millis,
 }
 
 /// One assigned partition as the driver sees it, for the job's metrics.
@@ -374,6 +379,9 @@ pub struct Driver {
     records_since_snapshot: u64,
     /// When the first record handed to the engine since the last snapshot was.
     unsnapshotted_since: Option<Millis>,
+    /// Highest Kafka timestamp handed to the engine per topic (`Topic as usize`), for
+    /// `stats.disorder_max_ms`.
+    topic_max_ts: [Millis; 4],
     /// Snapshots taken, not yet durable, that are the first to cover some records: (checkpoint
     /// id, when the oldest of those records was handed over), oldest first. At most four: the
     /// two in `snapshots` (a superseded one's entry passes to its successor), the one being
@@ -478,6 +486,7 @@ impl Driver {
             last_snapshot_ms: Some(now),
             records_since_snapshot: 0,
             unsnapshotted_since: None,
+            topic_max_ts: [Millis::MIN; 4],
             awaiting_durable: VecDeque::new(),
             store: None,
             to_commit: None,
@@ -1177,6 +1186,13 @@ impl Driver {
     fn handed_over(&mut self, i: usize, offset: i64, kafka_timestamp_ms: Millis) {
         let p = &mut self.parts[i];
         p.note_released(offset, kafka_timestamp_ms);
+        let max = &mut self.topic_max_ts[p.id.0 as usize];
+        if kafka_timestamp_ms < *max {
+            let behind = *max - kafka_timestamp_ms;
+            self.stats.disorder_max_ms = self.stats.disorder_max_ms.max(behind);
+        } else {
+            *max = kafka_timestamp_ms;
+        }
         #[cfg(test)]
         self.released_log.push((p.id, offset));
         self.stats.records_released += 1;

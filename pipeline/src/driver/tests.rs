@@ -445,6 +445,15 @@ fn silent_partitions_hold_back_until_idle_known_ends_until_read() {
         5,
         "partition 1 was idle; its end unknown"
     );
+    assert_eq!(h.driver.stats().disorder_max_ms, 0);
+    // Its records come after partition 0's later ones: the engine got them out of order, and
+    // the driver says by how much.
+    let first_of_1 = h.logs[1][0].ts;
+    let fifth_of_0 = h.logs[0][4].ts;
+    assert!(first_of_1 < fifth_of_0);
+    h.feed(1, 1);
+    h.feed(0, 1);
+    assert_eq!(h.driver.stats().disorder_max_ms, fifth_of_0 - first_of_1);
 
     let mut h = Harness::new(partitioned(&records, 2), config, 1);
     h.feed(0, 5);
@@ -456,6 +465,16 @@ fn silent_partitions_hold_back_until_idle_known_ends_until_read() {
     );
     h.feed(1, 1);
     assert!(h.driver.stats().records_released > 0);
+    while !h.done() {
+        h.feed(0, 3);
+        h.feed(1, 3);
+    }
+    h.finish();
+    assert_eq!(
+        h.driver.stats().disorder_max_ms,
+        0,
+        "a backlog is merged in order"
+    );
 }
 
 // Proves nothing is checkpointed before every sink acknowledged the writes it covers, and

@@ -348,6 +348,14 @@ fn encode_driver(s: &JobStatus, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
          since the job started: about the checkpoint interval while writes succeed.",
         seconds(d.checkpoint_wait_max_ms),
     )?;
+    gauge(
+        e,
+        "pipeline_merge_disorder_max_seconds",
+        "Most a record handed to the engine trailed, by Kafka timestamp, one of its topic handed \
+         over before it, since the job started: 0 for a backlog; past the watermark delay, \
+         partitions delivering out of order made records late.",
+        seconds(d.disorder_max_ms),
+    )?;
     counter(
         e,
         "pipeline_commits",
