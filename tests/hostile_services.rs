@@ -52,9 +52,36 @@ fn hostile_input_on_services() {
         speed: Some(SPEED),
         ..Default::default()
     };
-    let on_services = simulator::run_file(&path, &options)
-        .unwrap_or_else(|e| panic!("hostile_input on services: the run failed: {e}"));
+    let run = || {
+        simulator::run_file(&path, &options)
+            .unwrap_or_else(|e| panic!("hostile_input on services: the run failed: {e}"))
+    };
+    let mut on_services = run();
     eprintln!("{}", on_services.summary());
+    // The city's rows equal the clean run's only if the stream reached Kafka in order within
+    // the watermark delay (a minute, 2.4 s of wall time at 25x). If Kafka itself took records
+    // in later than that behind others of their topic, this run proved nothing about the job:
+    // say so and run once more. A job that hands records over out of order on its own fails.
+    let delay = simulator::scenario::Scenario::load(&path)
+        .unwrap()
+        .pipeline
+        .watermark_delay_ms;
+    if let Some(p) = on_services
+        .produced
+        .as_ref()
+        .filter(|p| p.disorder_ms >= delay)
+        && !on_services.passed
+    {
+        eprintln!(
+            "Kafka took the input in {} ms out of order (at {:?}), past the {delay} ms \
+             watermark delay, so records were late whatever the job did: running again\n{}",
+            p.disorder_ms,
+            p.disorder_at,
+            on_services.failures()
+        );
+        on_services = run();
+        eprintln!("{}", on_services.summary());
+    }
     eprintln!(
         "peak RSS of the test process (job, producer and read-back): {:?} kB",
         peak_rss_kb()

@@ -254,3 +254,35 @@ fn checkpoints_keep_up_is_measured_and_can_fail() {
     let waited = run.driver.checkpoint_wait_max_ms;
     assert!(waited >= 45_000, "waited {waited} ms");
 }
+
+// Proves the built-in check that the merge hands records over in timestamp order measures
+// something and can fail: job_faults' crashes and Kafka outage leave backlogs, merged in exact
+// order once its partition lag is taken away; with the lag, records come out of order by less
+// than it; and that disorder fails the check of a run without lag.
+#[test]
+fn merge_in_order_is_measured_and_can_fail() {
+    let path = scenario_path("job_faults");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lagging = Scenario::parse(&text, &path).unwrap();
+    let lag = lagging.faults.partition_lag_ms;
+    assert!(lag > 0);
+    let mut run = simulator::run::run_memory(&lagging, lagging.seed, &mut |_, _| {}).unwrap();
+    let disorder = run.driver.disorder_max_ms;
+    assert!(disorder > 0 && disorder < lag, "{disorder} ms out of order");
+    let verdict = simulator::expect::merge_in_order(&run).expect("a memory run");
+    assert!(verdict.pass, "{verdict:?}");
+    run.partition_lag_ms = Some(0);
+    let verdict = simulator::expect::merge_in_order(&run).expect("a memory run");
+    assert!(!verdict.pass, "{verdict:?}");
+
+    let calm = Scenario::parse(
+        &text.replace("partition_lag_ms = 2000", "partition_lag_ms = 0"),
+        &path,
+    )
+    .unwrap();
+    assert_eq!(calm.faults.partition_lag_ms, 0);
+    let run = simulator::run::run_memory(&calm, calm.seed, &mut |_, _| {}).unwrap();
+    assert!(run.crashes > 0);
+    assert_eq!(run.driver.disorder_max_ms, 0);
+    assert!(simulator::expect::merge_in_order(&run).unwrap().pass);
+}

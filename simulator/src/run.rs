@@ -105,10 +105,29 @@ pub struct RunResult {
     /// Memory backend: whether the run's faults left the job's writes and checkpoint stores
     /// alone (no sink fault), so that `driver.checkpoint_wait_max_ms` has a bound.
     pub writes_unhindered: Option<bool>,
+    /// Memory backend: the partition lag the run's faults allowed (0: none), the most a
+    /// record may become readable after records its partition-mates produced later.
+    pub partition_lag_ms: Option<Millis>,
     /// Several instances in one group (docs/scale-out.md): what their group went through.
     pub instances: Option<InstancesOutcome>,
     /// Records offered and processed per simulated minute.
     pub throughput: ThroughputSeries,
+    /// Real backends: how the producer's records were taken in by Kafka.
+    pub produced: Option<ProduceOrder>,
+}
+
+/// On a real backend, how Kafka took in the replayed stream: a live stream is out of order by
+/// at least what it shows, whatever the job does, and past the watermark delay that makes
+/// records late. Read from the producer's acknowledgements.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProduceOrder {
+    /// Most wall-clock ms from a record's due instant to its acknowledgement.
+    pub slowest_ack_wall_ms: Millis,
+    /// Most a record acknowledged trailed, by timestamp (simulated ms), a record of its topic
+    /// acknowledged before it: how far out of order the records became readable.
+    pub disorder_ms: Millis,
+    /// The record that trailed most: topic, partition, offset.
+    pub disorder_at: Option<(Topic, i32, i64)>,
 }
 
 /// What the instances of a run with several went through.
@@ -1381,8 +1400,11 @@ impl<'a> Sim<'a> {
         t.source_errors += s.source_errors;
         t.pending_items_max = t.pending_items_max.max(s.pending_items_max);
         t.buffered_max = t.buffered_max.max(s.buffered_max);
+        t.buffered_bytes_max = t.buffered_bytes_max.max(s.buffered_bytes_max);
+        t.read_ahead_full_episodes += s.read_ahead_full_episodes;
         t.backpressure_episodes += s.backpressure_episodes;
         t.checkpoint_wait_max_ms = t.checkpoint_wait_max_ms.max(s.checkpoint_wait_max_ms);
+        t.disorder_max_ms = t.disorder_max_ms.max(s.disorder_max_ms);
     }
 
     /// Once every record is produced, readable and read, the input has ended: the driver
@@ -1450,6 +1472,7 @@ impl<'a> Sim<'a> {
             pending_items_max,
             commit_behind_max_ms: Some(self.commit_behind_max_ms),
             writes_unhindered: Some(self.plan.sink.is_empty()),
+            partition_lag_ms: Some(self.plan.partition_lag_ms),
             instances: self.two.as_ref().map(|t| InstancesOutcome {
                 count: self.plan.instances.as_ref().map_or(1, |p| p.count),
                 rebalances: t.stages.rebalances,
@@ -1458,6 +1481,7 @@ impl<'a> Sim<'a> {
             }),
             driver_max_pending: self.plan.max_pending_items,
             throughput: self.throughput,
+            produced: None,
         }
     }
 }

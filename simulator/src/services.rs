@@ -43,7 +43,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::SimError;
-use crate::run::{FaultTrace, Progress, RunResult};
+use crate::run::{FaultTrace, ProduceOrder, Progress, RunResult};
 use crate::scenario::Scenario;
 use crate::throughput::{Covered, ThroughputSeries};
 use crate::wallclock::{Stopwatch, epoch_ms};
@@ -165,6 +165,42 @@ struct Deliveries {
     first_error: Mutex<Option<String>>,
     /// (label index + 1 as sent, topic name, partition, offset).
     labelled: Mutex<Vec<(usize, String, i32, i64)>>,
+    /// The replay's clock, to tell when each acknowledged record was due.
+    clock: Option<ReplayClock>,
+    /// How the acknowledgements came, per topic name: the latest timestamp acknowledged.
+    order: Mutex<Order>,
+}
+
+/// What [`Deliveries`] learns of the order Kafka took records in.
+#[derive(Default)]
+struct Order {
+    newest: BTreeMap<String, Millis>,
+    slowest_ack_wall_ms: Millis,
+    /// (simulated ms, topic name, partition, offset).
+    disorder: Option<(Millis, String, i32, i64)>,
+}
+
+impl Deliveries {
+    /// Notes when `m` was acknowledged: how long after it was due, and how far behind a record
+    /// of its topic acknowledged before it.
+    fn note_ack(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let (Some(clock), Some(ts)) = (self.clock, m.timestamp().to_millis()) else {
+            return;
+        };
+        let Ok(mut o) = self.order.lock() else {
+            return;
+        };
+        o.slowest_ack_wall_ms = o.slowest_ack_wall_ms.max(epoch_ms() - clock.wall_ms(ts));
+        let newest = match o.newest.get_mut(m.topic()) {
+            Some(n) => n,
+            None => o.newest.entry(m.topic().to_owned()).or_insert(ts),
+        };
+        let behind = *newest - ts;
+        *newest = (*newest).max(ts);
+        if behind > o.disorder.as_ref().map_or(0, |d| d.0) {
+            o.disorder = Some((behind, m.topic().to_owned(), m.partition(), m.offset()));
+        }
+    }
 }
 
 impl rdkafka::ClientContext for Deliveries {}
@@ -174,12 +210,14 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, label: usize) {
         match result {
-            Ok(m) if label > 0 => {
-                if let Ok(mut l) = self.labelled.lock() {
+            Ok(m) => {
+                self.note_ack(m);
+                if label > 0
+                    && let Ok(mut l) = self.labelled.lock()
+                {
                     l.push((label, m.topic().to_owned(), m.partition(), m.offset()));
                 }
             }
-            Ok(_) => {}
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut first) = self.first_error.lock() {
@@ -197,6 +235,8 @@ struct Sent {
     faults: Vec<(Topic, i32, i64, FaultKind)>,
     /// Records produced per simulated minute (the processed ones are added after the replay).
     throughput: ThroughputSeries,
+    /// How Kafka took the records in.
+    produced: ProduceOrder,
 }
 
 /// Progress shared between the producer thread and the replay: how far it got, and whether it
@@ -229,7 +269,10 @@ fn produce(
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
-        .create_with_context(Deliveries::default())
+        .create_with_context(Deliveries {
+            clock: Some(clock),
+            ..Deliveries::default()
+        })
         .map_err(|e| failed(format!("cannot create a Kafka producer: {e}")))?;
     let names: Vec<String> = Topic::ALL
         .iter()
@@ -296,6 +339,24 @@ fn produce(
             .map_err(|_| failed("a delivery report panicked"))?,
     );
     let prefix = corner.prefix();
+    let produced = deliveries
+        .order
+        .lock()
+        .map(|o| ProduceOrder {
+            slowest_ack_wall_ms: o.slowest_ack_wall_ms,
+            disorder_ms: o.disorder.as_ref().map_or(0, |d| d.0),
+            disorder_at: o
+                .disorder
+                .as_ref()
+                .and_then(|(_, name, partition, offset)| {
+                    Some((
+                        name.strip_prefix(&prefix)?.parse().ok()?,
+                        *partition,
+                        *offset,
+                    ))
+                }),
+        })
+        .map_err(|_| failed("a delivery report panicked"))?;
     let faults = labelled
         .into_iter()
         .filter_map(|(label, name, partition, offset)| {
@@ -307,6 +368,7 @@ fn produce(
         offered,
         faults,
         throughput,
+        produced,
     })
 }
 
@@ -562,8 +624,10 @@ pub fn run_services(
         driver_max_pending: None,
         commit_behind_max_ms: None,
         writes_unhindered: None,
+        partition_lag_ms: None,
         instances: None,
         throughput: sent.throughput,
+        produced: Some(sent.produced),
     })
 }
 

@@ -83,6 +83,11 @@ pub struct Report {
     pub passed: bool,
     /// Several instances in one group: what their group went through.
     pub instances: Option<crate::run::InstancesOutcome>,
+    /// Real backends: how Kafka took in the replayed records.
+    pub produced: Option<crate::run::ProduceOrder>,
+    /// Most the driver's merge handed a record over behind one of its topic handed over
+    /// before it, by Kafka timestamp (ms).
+    pub merge_disorder_ms: i64,
     /// The simulator's version.
     pub version: String,
     /// What the report's charts draw.
@@ -145,6 +150,8 @@ impl Report {
             expectations,
             digest,
             instances: run.instances.clone(),
+            produced: run.produced.clone(),
+            merge_disorder_ms: run.driver.disorder_max_ms,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             series: Series::of(run, scenario.start_ms()),
         }
@@ -222,6 +229,14 @@ impl Report {
                 s,
                 "replayed at {speed}x: {:.0} records/s offered, everything written {behind:.1} s after the last record was due",
                 t.offered_records_per_min * speed / 60.0
+            );
+        }
+        if let Some(p) = &self.produced {
+            let _ = writeln!(
+                s,
+                "produced: slowest acknowledgement {} ms after its record was due; records \
+                 readable up to {} ms (simulated) out of order, handed to the engine up to {} ms",
+                p.slowest_ack_wall_ms, p.disorder_ms, self.merge_disorder_ms
             );
         }
         let _ = writeln!(
