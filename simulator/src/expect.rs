@@ -450,22 +450,26 @@ fn check_clean(e: &CleanRunExpectation, run: &RunResult, clean: &RunResult) -> V
             .collect()
     };
     let (mut equal, mut differ, mut missing, mut extra) = (0, Vec::new(), Vec::new(), 0);
+    // The first row that differs, with the fields it differs in.
+    let mut first_apart = None;
     for q in &queries {
         let here = finals(run, *q);
         let there = finals(clean, *q);
         for (id, row) in &there {
             match here.get(id) {
                 Some(h) if h == row => equal += 1,
-                Some(_) => differ.push(id.clone()),
+                Some(h) => {
+                    first_apart.get_or_insert_with(|| format!("{id} ({})", fields_apart(h, row)));
+                    differ.push(id.clone());
+                }
                 None => missing.push(id.clone()),
             }
         }
         extra += here.keys().filter(|id| !there.contains_key(*id)).count();
     }
     let names: Vec<&str> = queries.iter().map(|q| q.name()).collect();
-    let example = differ
-        .first()
-        .map(|id| format!("; differs: {id} ({})", fields_apart(run, clean, id)))
+    let example = first_apart
+        .map(|apart| format!("; differs: {apart}"))
         .or_else(|| missing.first().map(|id| format!("; missing: {id}")))
         .unwrap_or_default();
     // What a difference comes from: records late or refused here that the clean run took.
@@ -491,15 +495,9 @@ fn check_clean(e: &CleanRunExpectation, run: &RunResult, clean: &RunResult) -> V
     }
 }
 
-/// The fields in which row `id` of `run` differs from the clean run's, `field here/clean`.
-fn fields_apart(run: &RunResult, clean: &RunResult, id: &str) -> String {
-    let find = |r: &RunResult| {
-        r.documents
-            .collection_any_order(query_of_id(id)?)
-            .find(|row| row.id == id && row.is_final)
-            .and_then(|row| serde_json::to_value(row).ok())
-    };
-    let (Some(Value::Object(here)), Some(Value::Object(there))) = (find(run), find(clean)) else {
+/// The fields in which a row differs from the clean run's, `field here/clean`.
+fn fields_apart(here: &Value, there: &Value) -> String {
+    let (Value::Object(here), Value::Object(there)) = (here, there) else {
         return "not comparable".into();
     };
     let apart: Vec<String> = there
@@ -513,11 +511,6 @@ fn fields_apart(run: &RunResult, clean: &RunResult, id: &str) -> String {
     apart.join(", ")
 }
 
-/// The query a row id names (`query|key fields|time`).
-fn query_of_id(id: &str) -> Option<Query> {
-    id.split('|').next()?.parse().ok()
-}
-
 /// Records of the compared queries late or over a state bound in `run` and in the clean run,
 /// and the late ones' partitions: a city row can differ only through such records.
 fn refused_here(run: &RunResult, clean: &RunResult, queries: &[Query]) -> String {
@@ -529,6 +522,7 @@ fn refused_here(run: &RunResult, clean: &RunResult, queries: &[Query]) -> String
     };
     let ((late, over), (clean_late, clean_over)) = (tally(run), tally(clean));
     let mut partitions: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut earliest: Option<&pipeline::engine::LateRecord> = None;
     for l in run
         .documents
         .late()
@@ -538,13 +532,11 @@ fn refused_here(run: &RunResult, clean: &RunResult, queries: &[Query]) -> String
         *partitions
             .entry(format!("{}/{}", l.topic, l.position.partition))
             .or_default() += 1;
+        if earliest.is_none_or(|e| l.event_time < e.event_time) {
+            earliest = Some(l);
+        }
     }
-    let first = run
-        .documents
-        .late()
-        .iter()
-        .filter(|l| queries.contains(&l.query))
-        .min_by_key(|l| l.event_time)
+    let first = earliest
         .map(|l| {
             format!(
                 "; earliest late: {} {}/{}@{} at {} behind watermark {}",

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use generator::{FaultKind, Generator};
+use pipeline::driver::NewestPerTopic;
 use pipeline::engine::Query;
 use pipeline::model::Topic;
 use pipeline::sink::memory::{Flavour, MemoryStore};
@@ -167,17 +168,17 @@ struct Deliveries {
     labelled: Mutex<Vec<(usize, String, i32, i64)>>,
     /// The replay's clock, to tell when each acknowledged record was due.
     clock: Option<ReplayClock>,
-    /// How the acknowledgements came, per topic name: the latest timestamp acknowledged.
+    /// The run's topic-name prefix, to tell an acknowledged record's topic.
+    prefix: String,
+    /// How the acknowledgements came.
     order: Mutex<Order>,
 }
 
 /// What [`Deliveries`] learns of the order Kafka took records in.
 #[derive(Default)]
 struct Order {
-    newest: BTreeMap<String, Millis>,
-    slowest_ack_wall_ms: Millis,
-    /// (simulated ms, topic name, partition, offset).
-    disorder: Option<(Millis, String, i32, i64)>,
+    newest: NewestPerTopic,
+    produced: ProduceOrder,
 }
 
 impl Deliveries {
@@ -187,18 +188,24 @@ impl Deliveries {
         let (Some(clock), Some(ts)) = (self.clock, m.timestamp().to_millis()) else {
             return;
         };
+        let Some(topic) = m
+            .topic()
+            .strip_prefix(&self.prefix)
+            .and_then(|t| t.parse::<Topic>().ok())
+        else {
+            return;
+        };
         let Ok(mut o) = self.order.lock() else {
             return;
         };
-        o.slowest_ack_wall_ms = o.slowest_ack_wall_ms.max(epoch_ms() - clock.wall_ms(ts));
-        let newest = match o.newest.get_mut(m.topic()) {
-            Some(n) => n,
-            None => o.newest.entry(m.topic().to_owned()).or_insert(ts),
-        };
-        let behind = *newest - ts;
-        *newest = (*newest).max(ts);
-        if behind > o.disorder.as_ref().map_or(0, |d| d.0) {
-            o.disorder = Some((behind, m.topic().to_owned(), m.partition(), m.offset()));
+        let Order { newest, produced } = &mut *o;
+        produced.slowest_ack_wall_ms = produced
+            .slowest_ack_wall_ms
+            .max(epoch_ms() - clock.wall_ms(ts));
+        let behind = newest.behind(topic, ts);
+        if behind > produced.disorder_ms {
+            produced.disorder_ms = behind;
+            produced.disorder_at = Some((topic, m.partition(), m.offset()));
         }
     }
 }
@@ -271,6 +278,7 @@ fn produce(
         .set("queue.buffering.max.messages", "200000")
         .create_with_context(Deliveries {
             clock: Some(clock),
+            prefix: corner.prefix(),
             ..Deliveries::default()
         })
         .map_err(|e| failed(format!("cannot create a Kafka producer: {e}")))?;
@@ -342,20 +350,7 @@ fn produce(
     let produced = deliveries
         .order
         .lock()
-        .map(|o| ProduceOrder {
-            slowest_ack_wall_ms: o.slowest_ack_wall_ms,
-            disorder_ms: o.disorder.as_ref().map_or(0, |d| d.0),
-            disorder_at: o
-                .disorder
-                .as_ref()
-                .and_then(|(_, name, partition, offset)| {
-                    Some((
-                        name.strip_prefix(&prefix)?.parse().ok()?,
-                        *partition,
-                        *offset,
-                    ))
-                }),
-        })
+        .map(|o| o.produced.clone())
         .map_err(|_| failed("a delivery report panicked"))?;
     let faults = labelled
         .into_iter()

@@ -23,6 +23,32 @@ use crate::time::Millis;
 
 use super::PartitionId;
 
+/// The newest timestamp seen per topic, to tell how far out of order a topic's records come:
+/// the driver's hand-over to the engine, and a replay's producer reading Kafka's
+/// acknowledgements.
+#[derive(Clone, Copy, Debug)]
+pub struct NewestPerTopic([Millis; 4]);
+
+impl Default for NewestPerTopic {
+    fn default() -> Self {
+        NewestPerTopic([Millis::MIN; 4])
+    }
+}
+
+impl NewestPerTopic {
+    /// How far `timestamp_ms` trails the newest timestamp of `topic` seen before it (0 when it
+    /// is the newest), noting it.
+    pub fn behind(&mut self, topic: Topic, timestamp_ms: Millis) -> Millis {
+        let newest = &mut self.0[topic as usize];
+        if timestamp_ms < *newest {
+            *newest - timestamp_ms
+        } else {
+            *newest = timestamp_ms;
+            0
+        }
+    }
+}
+
 /// One buffered record: where its bytes lie in the partition's arena.
 #[derive(Clone, Copy, Debug)]
 struct Entry {

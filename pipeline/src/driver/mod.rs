@@ -58,6 +58,7 @@ pub use config::{DriverConfig, DriverConfigError, InputFormat};
 pub use lanes::{Lane, SinkSet, Write, WriteMeta, items};
 
 use lanes::{InFlight, Lanes, split_cut};
+pub use merge::NewestPerTopic;
 use merge::{PartitionState, first_head};
 
 /// A topic and a partition of it.
@@ -379,9 +380,8 @@ pub struct Driver {
     records_since_snapshot: u64,
     /// When the first record handed to the engine since the last snapshot was.
     unsnapshotted_since: Option<Millis>,
-    /// Highest Kafka timestamp handed to the engine per topic (`Topic as usize`), for
-    /// `stats.disorder_max_ms`.
-    topic_max_ts: [Millis; 4],
+    /// Highest Kafka timestamp handed to the engine per topic, for `stats.disorder_max_ms`.
+    handed_newest: NewestPerTopic,
     /// Snapshots taken, not yet durable, that are the first to cover some records: (checkpoint
     /// id, when the oldest of those records was handed over), oldest first. At most four: the
     /// two in `snapshots` (a superseded one's entry passes to its successor), the one being
@@ -486,7 +486,7 @@ impl Driver {
             last_snapshot_ms: Some(now),
             records_since_snapshot: 0,
             unsnapshotted_since: None,
-            topic_max_ts: [Millis::MIN; 4],
+            handed_newest: NewestPerTopic::default(),
             awaiting_durable: VecDeque::new(),
             store: None,
             to_commit: None,
@@ -1186,13 +1186,8 @@ impl Driver {
     fn handed_over(&mut self, i: usize, offset: i64, kafka_timestamp_ms: Millis) {
         let p = &mut self.parts[i];
         p.note_released(offset, kafka_timestamp_ms);
-        let max = &mut self.topic_max_ts[p.id.0 as usize];
-        if kafka_timestamp_ms < *max {
-            let behind = *max - kafka_timestamp_ms;
-            self.stats.disorder_max_ms = self.stats.disorder_max_ms.max(behind);
-        } else {
-            *max = kafka_timestamp_ms;
-        }
+        let behind = self.handed_newest.behind(p.id.0, kafka_timestamp_ms);
+        self.stats.disorder_max_ms = self.stats.disorder_max_ms.max(behind);
         #[cfg(test)]
         self.released_log.push((p.id, offset));
         self.stats.records_released += 1;
