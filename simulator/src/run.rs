@@ -736,7 +736,11 @@ impl<'a> Sim<'a> {
     /// depends on its produce time alone. So the records are appended ahead, each in its turn,
     /// and the simulation steps only at instants where something happens (half as many steps
     /// as one for each production, at the thesis load).
-    fn append_until(&mut self, incoming: &mut Incoming, mut next: Option<Millis>) -> Option<Millis> {
+    fn append_until(
+        &mut self,
+        incoming: &mut Incoming,
+        mut next: Option<Millis>,
+    ) -> Option<Millis> {
         loop {
             let Some(r) = incoming.peek() else {
                 self.input_done = true;

@@ -64,20 +64,15 @@ pub struct RawRecord<'a> {
     pub position: SourcePosition,
 }
 
-/// What [`Engine::check`] found of a record, before any state is consulted; its serde form is
-/// the compact binary one stage 1 forwards ([`forward`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What [`Engine::check`] found of a record, before any state is consulted; stage 1 forwards
+/// it in [`forward`]'s form.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Checked<'a> {
     /// Decoded and valid: the message and its event time.
-    Valid(#[serde(borrow)] Message<'a>, Millis),
+    Valid(Message<'a>, Millis),
     /// Decoded, with an impossible value: dead-lettered (and, for a traffic reading, reported
     /// as a data-quality anomaly too).
-    Impossible(
-        #[serde(borrow)] Message<'a>,
-        Millis,
-        DeadLetterReason,
-        String,
-    ),
+    Impossible(Message<'a>, Millis, DeadLetterReason, String),
     /// Refused before it could be read: over an input limit, not the topic's JSON, or with an
     /// event time that cannot be placed.
     Invalid(DeadLetterReason, String),
