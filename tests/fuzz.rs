@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use generator::{Generator, GeneratorConfig};
 use pipeline::engine::{
-    Counters, DeadLetterReason, Engine, EngineConfig, Output, RawRecord, SourcePosition, forward,
+    Counters, DeadLetterReason, Engine, EngineConfig, Output, RawRecord, SourcePosition,
 };
 use pipeline::model::Topic;
 use pipeline::time::MINUTE_MS;
@@ -475,7 +475,7 @@ fn case(
         feed_one(&mut engine, &mut out, &record, i as i64)?;
         let rec = raw(&record, i as i64);
         forwarded.clear();
-        forward::encode(rec.value, &stage1.check(&rec), &mut forwarded);
+        stage1.forward(&rec, &mut forwarded);
         twin.ingest_checked(
             &RawRecord {
                 value: &forwarded,

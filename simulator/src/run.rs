@@ -28,7 +28,7 @@ use pipeline::driver::{
     Action, CheckpointData, Driver, DriverStats, InputFormat, PartitionId, SinkSpec, StartAt,
     StopReason, Write, WriteMeta,
 };
-use pipeline::engine::{DeadLetterReason, Engine, Output, Query, RawRecord, forward};
+use pipeline::engine::{DeadLetterReason, Engine, Output, Query, RawRecord};
 use pipeline::model::Topic;
 use pipeline::sink::memory::{Flavour, MemoryStore};
 use pipeline::source::memory::{MemoryLog, partition_for};
@@ -1027,7 +1027,7 @@ impl<'a> Sim<'a> {
                 };
                 two.buf.clear();
                 two.buf.extend_from_slice(&o.to_le_bytes());
-                forward::encode(rec.value, &two.checker.check(&rec), &mut two.buf);
+                two.checker.forward(&rec, &mut two.buf);
                 let (to_partition, _) =
                     two.log
                         .append(topic, rec.key, &two.buf, rec.kafka_timestamp_ms);

@@ -19,7 +19,7 @@
 //! Layout, little-endian (version [`FORMAT`]):
 //!
 //! ```text
-//! u8 FORMAT | u32 value length | value | u8 kind
+//! u8 FORMAT | u64 configuration fingerprint | u32 value length | value | u8 kind
 //!   kind 0 valid:      i64 event time | u8 topic | message fields
 //!   kind 1 impossible: i64 event time | u8 topic | message fields | u8 reason | string detail
 //!   kind 2 invalid:    u8 reason | string detail
@@ -29,7 +29,9 @@
 //! ```
 //!
 //! Bytes that are not a checked record of this format (truncated, another version, out of
-//! range) are an error, never a panic: stage 2 dead-letters them.
+//! range) are an error, never a panic: stage 2 dead-letters them. The fingerprint is of the
+//! configuration stage 1 checked with; stage 2 checks a record again when it is not its own
+//! ([`Engine::ingest_checked`](super::Engine::ingest_checked)).
 
 use std::borrow::Cow;
 
@@ -52,10 +54,12 @@ const IN_VALUE: u32 = 1 << 31;
 #[error("{0}")]
 pub struct ForwardError(&'static str);
 
-/// Appends the checked record of a record whose value is `value` to `buf`.
-pub fn encode(value: &[u8], checked: &Checked<'_>, buf: &mut Vec<u8>) {
+/// Appends the checked record of a record whose value is `value` to `buf`: what `check` found
+/// with the configuration whose fingerprint is `config_id`.
+pub fn encode(value: &[u8], checked: &Checked<'_>, config_id: u64, buf: &mut Vec<u8>) {
     let mut w = Writer { buf, value };
     w.buf.push(FORMAT);
+    w.buf.extend_from_slice(&config_id.to_le_bytes());
     w.u32(value.len() as u32);
     w.buf.extend_from_slice(value);
     match checked {
@@ -77,8 +81,9 @@ pub fn encode(value: &[u8], checked: &Checked<'_>, buf: &mut Vec<u8>) {
     }
 }
 
-/// The original value and what `check` found of it, from an encoded checked record.
-pub fn decode(bytes: &[u8]) -> Result<(&[u8], Checked<'_>), ForwardError> {
+/// The fingerprint of the configuration stage 1 checked with, the original value and what
+/// `check` found of it, from an encoded checked record.
+pub fn decode(bytes: &[u8]) -> Result<(u64, &[u8], Checked<'_>), ForwardError> {
     let mut r = Reader {
         b: bytes,
         i: 0,
@@ -88,6 +93,7 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], Checked<'_>), ForwardError> {
     if r.u8()? != FORMAT {
         return Err(ForwardError("not this format's version"));
     }
+    let config_id = r.array().map(u64::from_le_bytes)?;
     let n = r.u32()? as usize;
     r.value = r.take(n)?;
     let checked = match r.u8()? {
@@ -109,7 +115,7 @@ pub fn decode(bytes: &[u8]) -> Result<(&[u8], Checked<'_>), ForwardError> {
     if r.i != bytes.len() {
         return Err(ForwardError("bytes after the checked record"));
     }
-    Ok((r.value, checked))
+    Ok((config_id, r.value, checked))
 }
 
 fn reason_code(reason: DeadLetterReason) -> u8 {
@@ -465,9 +471,10 @@ mod tests {
                 Checked::Invalid(..) => "invalid",
             });
             let mut buf = b"header".to_vec();
-            encode(value, &checked, &mut buf);
+            encode(value, &checked, 0x0123_4567_89AB_CDEF, &mut buf);
             let body = &buf[6..];
-            let (back, read) = decode(body).unwrap();
+            let (id, back, read) = decode(body).unwrap();
+            assert_eq!(id, 0x0123_4567_89AB_CDEF);
             assert_eq!(back, value);
             assert_eq!(read, checked);
             for cut in 0..body.len() {
@@ -488,8 +495,9 @@ mod tests {
         let (topic, value) = samples()[4];
         let checked = engine.check(&record(topic, value));
         let mut buf = Vec::new();
-        encode(value, &checked, &mut buf);
-        let at = 1 + 4 + value.len() + 1 + 8 + 1; // format, length, value, kind, time, type
+        encode(value, &checked, 7, &mut buf);
+        // Format, fingerprint, length, value, kind, time, message type.
+        let at = 1 + 8 + 4 + value.len() + 1 + 8 + 1;
         let n = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap());
         assert_ne!(n & IN_VALUE, 0, "the parking id lies in the value");
         buf[at + 4..at + 8].copy_from_slice(&(value.len() as u32).to_le_bytes());
@@ -532,8 +540,44 @@ mod tests {
         }
         for r in DeadLetterReason::ALL {
             let mut buf = Vec::new();
-            encode(b"x", &Checked::Invalid(r, "why".into()), &mut buf);
-            assert_eq!(decode(&buf).unwrap().1, Checked::Invalid(r, "why".into()));
+            encode(b"x", &Checked::Invalid(r, "why".into()), 7, &mut buf);
+            assert_eq!(decode(&buf).unwrap().2, Checked::Invalid(r, "why".into()));
+        }
+    }
+
+    // Proves stage 2 follows its own configuration whichever instance checked: a record stage 1
+    // found valid under a configuration that differs is checked again, from the value it
+    // carries, and comes out as this engine's `ingest` makes it (here a dead letter over an
+    // input limit), counted; with equal configurations the forwarded check is applied as it is.
+    #[test]
+    fn a_record_checked_with_another_configuration_is_checked_again() {
+        use crate::engine::Output;
+        let (topic, value) = samples()[4];
+        let rec = record(topic, value);
+        let loose = Engine::new(EngineConfig::default()).unwrap();
+        let strict = EngineConfig {
+            max_string_bytes: 3,
+            ..EngineConfig::default()
+        };
+        let mut forwarded = Vec::new();
+        loose.forward(&rec, &mut forwarded);
+        let checked = RawRecord {
+            value: &forwarded,
+            ..rec
+        };
+        for (config, rechecked) in [(EngineConfig::default(), 0), (strict, 1)] {
+            let mut stage2 = Engine::new(config.clone()).unwrap();
+            let mut whole = Engine::new(config).unwrap();
+            let (mut a, mut b) = (Output::default(), Output::default());
+            stage2.ingest_checked(&checked, &mut a);
+            whole.ingest(&rec, &mut b);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+            // Valid by the default limits; over the strict one: a parking name of 5 bytes.
+            assert_eq!(a.dead_letters.len() as u64, rechecked);
+            let mut counters = stage2.counters();
+            assert_eq!(counters.rechecked, rechecked);
+            counters.rechecked = 0;
+            assert_eq!(counters, whole.counters());
         }
     }
 
@@ -544,7 +588,7 @@ mod tests {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for (topic, value) in samples() {
             let mut buf = Vec::new();
-            encode(value, &engine.check(&record(topic, value)), &mut buf);
+            engine.forward(&record(topic, value), &mut buf);
             for _ in 0..2_000 {
                 let mut b = buf.clone();
                 for _ in 0..3 {

@@ -119,6 +119,10 @@ pub struct Counters {
     pub distinct_vehicles_over_limit: u64,
     /// Dedup entries evicted because a device's bound was reached.
     pub dedup_evictions: u64,
+    /// Forwarded records stage 1 checked with another engine configuration than the one that
+    /// applied them, checked again there (scale-out with instances configured differently).
+    #[serde(default)]
+    pub rechecked: u64,
     /// The most state the engine held at once, to compare with its bounds.
     #[serde(default)]
     pub peaks: StatePeaks,
@@ -182,6 +186,8 @@ struct Tally {
     distinct_vehicles_over_limit: u64,
     dedup_evictions: u64,
     #[serde(default)]
+    rechecked: u64,
+    #[serde(default)]
     peak_names: u64,
     #[serde(default)]
     peak_keys: [u64; Query::ALL.len()],
@@ -231,6 +237,7 @@ impl Tally {
         let mut c = Counters {
             distinct_vehicles_over_limit: self.distinct_vehicles_over_limit,
             dedup_evictions: self.dedup_evictions,
+            rechecked: self.rechecked,
             peaks: self.peaks(),
             ..Counters::default()
         };
@@ -322,6 +329,9 @@ pub struct Engine {
     config: EngineConfig,
     #[serde(skip, default = "utc")]
     zone: chrono_tz::Tz,
+    /// [`config_id`] of `config`: what stage 1 stamps on the records it checks.
+    #[serde(skip)]
+    config_id: u64,
     names: Interner,
     topics: [TopicState; 4],
     traffic: Windowed<TrafficAgg>,
@@ -342,6 +352,16 @@ pub struct Engine {
 
 fn utc() -> chrono_tz::Tz {
     chrono_tz::UTC
+}
+
+/// A fingerprint of an engine configuration: the first eight bytes of the SHA-256 of its JSON.
+/// Instances of a scale-out deployment with equal configurations have equal ones.
+fn config_id(config: &EngineConfig) -> u64 {
+    use sha2::Digest;
+    // Plain data: serialising cannot fail.
+    let json = serde_json::to_vec(config).unwrap_or_default();
+    let hash = sha2::Sha256::digest(&json);
+    u64::from_le_bytes(hash[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
 /// A checkpoint that cannot be restored.
@@ -519,6 +539,7 @@ impl Engine {
             parking: Windowed::new(config.parking_window),
             keys: Default::default(),
             vehicles: Census::default(),
+            config_id: config_id(&config),
             config,
             zone,
             names: Interner::default(),
@@ -588,6 +609,7 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Self, RestoreError> {
         let mut engine: Engine = serde_json::from_slice(bytes)?;
         engine.zone = engine.config.validate()?;
+        engine.config_id = config_id(&engine.config);
         Ok(engine)
     }
 
@@ -674,19 +696,43 @@ impl Engine {
         }
     }
 
+    /// Stage 1's part: what [`Self::check`] finds of `rec`, as the checked record stage 2
+    /// reads with [`Self::ingest_checked`], stamped with this configuration's fingerprint,
+    /// appended to `buf`.
+    pub fn forward(&self, rec: &RawRecord<'_>, buf: &mut Vec<u8>) {
+        forward::encode(rec.value, &self.check(rec), self.config_id, buf);
+    }
+
     /// [`Self::apply`] for a record whose value is a checked record stage 1 forwarded
-    /// ([`forward::encode`]): the original value and what `check` found of it, read without
+    /// ([`Self::forward`]): the original value and what `check` found of it, read without
     /// decoding JSON again. A value that is not one (never written by stage 1) is dead-lettered
     /// with what could not be read.
+    ///
+    /// A record stage 1 checked with another configuration than this engine's (an instance
+    /// configured differently) is checked again here, from the original value it carries: what
+    /// the job computes then follows the configuration of the instance that applies, whichever
+    /// instance checked. Such records are counted ([`Counters::rechecked`]).
     pub fn ingest_checked(&mut self, rec: &RawRecord<'_>, out: &mut Output) {
         match forward::decode(rec.value) {
-            Ok((value, checked)) => self.apply(&RawRecord { value, ..*rec }, &checked, out),
+            Ok((id, value, _)) if id != self.config_id => {
+                self.recheck(&RawRecord { value, ..*rec }, out)
+            }
+            Ok((_, value, checked)) => self.apply(&RawRecord { value, ..*rec }, &checked, out),
             Err(e) => {
                 self.counters.records_in[topic_index(rec.topic)] += 1;
                 let detail = format!("not a checked record of stage 1: {e}");
                 self.dead_letter(rec, DeadLetterReason::MalformedJson, detail, out);
             }
         }
+    }
+
+    /// [`Self::ingest`] of a record stage 1 checked with another configuration: the path of a
+    /// deployment configured unevenly, kept out of stage 2's.
+    #[cold]
+    #[inline(never)]
+    fn recheck(&mut self, rec: &RawRecord<'_>, out: &mut Output) {
+        self.counters.rechecked += 1;
+        self.ingest(rec, out);
     }
 
     /// A record's message and event time, within the input limits: [`Self::ingest`]'s first

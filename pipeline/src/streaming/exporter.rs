@@ -75,19 +75,23 @@ struct JobCollector {
 
 impl Collector for JobCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let twice = self.board.read(|s| {
+        let stage2 = self.board.read(|s| {
             encode_status(s, &mut encoder)?;
-            Ok::<_, fmt::Error>(s.forwarded_twice)
+            Ok::<_, fmt::Error>((s.forwarded_twice, s.counters.rechecked))
         })?;
         match self.board.scale() {
-            Some(scale) => encode_scale(&scale, twice, &mut encoder),
+            Some(scale) => encode_scale(&scale, stage2, &mut encoder),
             None => Ok(()),
         }
     }
 }
 
 /// A scale-out instance's stages (docs/scale-out.md).
-fn encode_scale(s: &ScaleStatus, twice: u64, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+fn encode_scale(
+    s: &ScaleStatus,
+    (twice, rechecked): (u64, u64),
+    e: &mut DescriptorEncoder<'_>,
+) -> fmt::Result {
     counter(
         e,
         "pipeline_rebalances",
@@ -129,6 +133,12 @@ fn encode_scale(s: &ScaleStatus, twice: u64, e: &mut DescriptorEncoder<'_>) -> f
         "pipeline_forwarded_twice_records",
         "Records stage 2 dropped because stage 1 forwarded them twice (this run of stage 2)",
         twice,
+    )?;
+    counter(
+        e,
+        "pipeline_rechecked_records",
+        "Records stage 1 checked with another engine configuration than stage 2's, checked again by stage 2: configure every instance alike",
+        rechecked,
     )
 }
 

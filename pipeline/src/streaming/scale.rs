@@ -5,7 +5,7 @@
 //!   group (`KAFKA_GROUP_ID`), so the group spreads the input partitions over the instances. Each
 //!   record goes through the engine's stateless checks ([`Engine::check`]) and is produced to its
 //!   checked topic, same partition, same key and Kafka timestamp, its source offset in front of
-//!   the checked record ([`forward::encode`]). Input offsets are committed once Kafka
+//!   the checked record ([`Engine::forward`]). Input offsets are committed once Kafka
 //!   acknowledged the produce, so a rebalance hands nothing over: the next owner starts at the
 //!   committed offset, and what it forwards again is dropped by stage 2's mirror.
 //! - **The lease** ([`Lease`]): every instance joins a second group on a one-partition topic; the
@@ -289,7 +289,7 @@ async fn forward_once(
                 };
                 buf.clear();
                 buf.extend_from_slice(&m.offset().to_le_bytes());
-                forward::encode(value, &checker.check(&raw), &mut buf);
+                checker.forward(&raw, &mut buf);
                 let name = config.checked_topic_name(topic);
                 let mut record = FutureRecord::to(&name)
                     .partition(m.partition())

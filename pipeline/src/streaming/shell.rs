@@ -59,6 +59,8 @@ pub(super) struct Shell {
     total: Metrics,
     interval: Metrics,
     last_log: Instant,
+    /// Forwarded records re-checked for another configuration, when last said.
+    rechecked_said: u64,
     started: Instant,
     stop: Option<StopReason>,
     polls_paused_until: Option<Instant>,
@@ -114,6 +116,7 @@ impl Shell {
             total: Metrics::default(),
             interval: Metrics::default(),
             last_log: clock.instant(),
+            rechecked_said: 0,
             started: clock.instant(),
             stop: None,
             polls_paused_until: None,
@@ -460,6 +463,14 @@ impl Shell {
             self.total.merge(&self.interval);
             self.interval = Metrics::default();
             self.last_log = WallClock.instant();
+            let rechecked = self.driver.engine().counters().rechecked;
+            if rechecked > self.rechecked_said {
+                tracing::warn!(
+                    records = rechecked - self.rechecked_said,
+                    "Stage 1 on another instance checked records with another engine configuration than this one's; checked again here, so the results follow this instance's. Configure every instance alike."
+                );
+                self.rechecked_said = rechecked;
+            }
         }
     }
 
