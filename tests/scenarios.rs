@@ -122,6 +122,10 @@ fn scale_out() {
         i.forwarded_twice > 0,
         "a kill left records forwarded twice: {i:?}"
     );
+    assert!(
+        i.rechecked > 0,
+        "the odd instances checked with another configuration: {i:?}"
+    );
     let again = simulator::run_file(&scenario_path("scale_out"), &Default::default()).unwrap();
     assert_eq!(again.instances, r.instances);
     // The same final rows on one partition a topic and two instances, or eight and five.

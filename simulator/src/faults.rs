@@ -102,6 +102,12 @@ pub struct FaultsConfig {
     pub session_timeout_ms: Option<i64>,
     /// A rebalance stops every instance's stage 1 for this long, milliseconds (default 3000).
     pub rebalance_ms: Option<i64>,
+    /// The odd-numbered instances' stage 1 checks with another engine configuration than the
+    /// scenario's: `max_string_bytes` at most 12, which refuses most of the city's road names.
+    /// Stage 2 applies with the scenario's wherever it runs, so the run shows whether what stage
+    /// 2 computes depends on which instance checked a record (it must not: stage 2 checks again
+    /// a record checked with another configuration). Needs `instances`.
+    pub uneven_config: bool,
 }
 
 /// What happens to the group's instances.
@@ -128,6 +134,8 @@ pub struct InstancesPlan {
     pub session_timeout_ms: i64,
     /// See [`FaultsConfig::rebalance_ms`].
     pub rebalance_ms: i64,
+    /// See [`FaultsConfig::uneven_config`].
+    pub uneven_config: bool,
 }
 
 /// The faults of a run, resolved to simulated instants.
@@ -226,8 +234,13 @@ impl FaultPlan {
                 .map(|(at, e)| format!("{e:?} at {}", t(*at)).to_lowercase())
                 .collect();
             out.push(format!(
-                "{} instances{}{}",
+                "{} instances{}{}{}",
                 i.count,
+                if i.uneven_config {
+                    " (odd ones checking with another configuration)"
+                } else {
+                    ""
+                },
                 if events.is_empty() { "" } else { ": " },
                 events.join(", ")
             ));
@@ -317,6 +330,7 @@ impl FaultsConfig {
             events,
             session_timeout_ms: self.session_timeout_ms.unwrap_or(10_000).max(0),
             rebalance_ms: self.rebalance_ms.unwrap_or(3_000).max(0),
+            uneven_config: self.uneven_config,
         });
         Ok(FaultPlan {
             crashes,
@@ -390,6 +404,7 @@ impl FaultsConfig {
                 events,
                 session_timeout_ms: rng.random_range(1_000..120_000),
                 rebalance_ms: rng.random_range(100..5_000),
+                uneven_config: rng.random_bool(0.5),
             });
         }
         plan

@@ -28,7 +28,7 @@ use pipeline::driver::{
     Action, CheckpointData, Driver, DriverStats, InputFormat, PartitionId, SinkSpec, StartAt,
     StopReason, Write, WriteMeta,
 };
-use pipeline::engine::{DeadLetterReason, Engine, Output, Query, RawRecord};
+use pipeline::engine::{DeadLetterReason, Engine, EngineConfig, Output, Query, RawRecord};
 use pipeline::model::Topic;
 use pipeline::sink::memory::{Flavour, MemoryStore};
 use pipeline::source::memory::{MemoryLog, partition_for};
@@ -142,6 +142,9 @@ pub struct InstancesOutcome {
     pub forwarded_twice: u64,
     /// Times the lease holder was killed and stage 2 restarted on the next one.
     pub lease_moves: u32,
+    /// Records stage 1 checked with another configuration than stage 2's, which stage 2
+    /// checked again (`uneven_config`).
+    pub rechecked: u64,
 }
 
 /// A run that could not start.
@@ -439,6 +442,8 @@ struct TwoStages {
     stages: Stages,
     /// Stage 1's stateless checks: an engine that never holds state.
     checker: Engine,
+    /// With `uneven_config`: the odd-numbered instances' checker, configured otherwise.
+    uneven: Option<Engine>,
     /// The checked partitions: input partition p's checked records in checked partition p, each
     /// value its source offset (8 bytes, little-endian), then the checked record.
     log: MemoryLog,
@@ -522,6 +527,13 @@ impl<'a> Sim<'a> {
                 Some(p) => Some(TwoStages {
                     stages: Stages::new(p.clone(), n),
                     checker: Engine::new(scenario.pipeline.clone())?,
+                    uneven: match p.uneven_config {
+                        true => Some(Engine::new(EngineConfig {
+                            max_string_bytes: scenario.pipeline.max_string_bytes.min(12),
+                            ..scenario.pipeline.clone()
+                        })?),
+                        false => None,
+                    },
                     log: MemoryLog::new(ppt),
                     mirror: Mirror::new(),
                     committed: vec![0; n],
@@ -1019,15 +1031,19 @@ impl<'a> Sim<'a> {
         let step = two
             .stages
             .step(self.now, &self.visible_end, &mut self.rng, down);
-        for &(i, from, to) in &step.landed {
+        for &(i, from, to, instance) in &step.landed {
             let (topic, p) = partition_at(self.ppt, i);
+            let checker = match &two.uneven {
+                Some(other) if instance % 2 == 1 => other,
+                _ => &two.checker,
+            };
             for o in from..to {
                 let Some(rec) = self.log.record(topic, p, o) else {
                     continue;
                 };
                 two.buf.clear();
                 two.buf.extend_from_slice(&o.to_le_bytes());
-                two.checker.forward(&rec, &mut two.buf);
+                checker.forward(&rec, &mut two.buf);
                 let (to_partition, _) =
                     two.log
                         .append(topic, rec.key, &two.buf, rec.kafka_timestamp_ms);
@@ -1473,6 +1489,7 @@ impl<'a> Sim<'a> {
         let injected = self.plan.describe();
         let pending_items_max = self.pending_items_max.max(self.stats.pending_items_max);
         let [documents, tables] = self.stores;
+        let rechecked = counters.rechecked;
         RunResult {
             scenario: self.scenario.name.clone(),
             seed: self.seed,
@@ -1501,6 +1518,7 @@ impl<'a> Sim<'a> {
                 rebalances: t.stages.rebalances,
                 forwarded_twice: t.stages.reforwarded,
                 lease_moves: self.lease_moves,
+                rechecked,
             }),
             driver_max_pending: self.plan.max_pending_items,
             throughput: self.throughput,

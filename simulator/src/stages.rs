@@ -54,9 +54,10 @@ pub(crate) struct Step {
     /// The lease holder was killed: stage 2 dies with it and restarts on the next holder at
     /// `restart_at` (once the group noticed and rebalanced).
     pub holder_killed: Option<Millis>,
-    /// Checked records that reached Kafka, in order: (partition, from, to) — the input
-    /// partition's records `[from, to)`, appended to its checked partition.
-    pub landed: Vec<(usize, i64, i64)>,
+    /// Checked records that reached Kafka, in order: (partition, from, to, instance) — the
+    /// input partition's records `[from, to)`, appended to its checked partition, as the
+    /// instance that forwarded them checked them.
+    pub landed: Vec<(usize, i64, i64, u32)>,
 }
 
 /// The group's instances and their stage 1, per input partition (the memory backend's
@@ -257,7 +258,7 @@ impl Stages {
                         _ => 0,
                     };
                     for f in mine.iter().take(reached) {
-                        self.land(i, f.from, f.to, step);
+                        self.land(i, f.from, f.to, f.instance, step);
                     }
                     if self.owner[i] == Some(victim) {
                         self.owner[i] = None;
@@ -317,7 +318,7 @@ impl Stages {
     /// Kafka acknowledged forward `f` to partition `i`: its records land, and its instance's
     /// stage 1 (if alive) is told.
     fn acknowledged(&mut self, i: usize, f: Forward, step: &mut Step) {
-        self.land(i, f.from, f.to, step);
+        self.land(i, f.from, f.to, f.instance, step);
         if let Some(fw) = self.forwarders.get_mut(&f.instance) {
             fw.acked(i, f.epoch, f.to - 1);
         }
@@ -325,12 +326,12 @@ impl Stages {
 
     /// Checked records of `[from, to)` reach partition `i`: those below what it already holds
     /// are there twice.
-    fn land(&mut self, i: usize, from: i64, to: i64, step: &mut Step) {
+    fn land(&mut self, i: usize, from: i64, to: i64, instance: u32, step: &mut Step) {
         if from < self.forwarded[i] {
             self.reforwarded += (self.forwarded[i].min(to) - from).max(0) as u64;
         }
         self.forwarded[i] = self.forwarded[i].max(to);
-        step.landed.push((i, from, to));
+        step.landed.push((i, from, to, instance));
     }
 
     /// An eager rebalance: every stage 1 gives its partitions up (committing what was
@@ -378,6 +379,7 @@ mod tests {
                 events,
                 session_timeout_ms: 1_000,
                 rebalance_ms: 100,
+                uneven_config: false,
             },
             4,
         )
@@ -403,7 +405,10 @@ mod tests {
         let steps = run(&mut one, 1_100, &[5; 4]);
         assert_eq!(one.holder(), Some(0));
         let landed: Vec<_> = steps.iter().flat_map(|s| s.landed.clone()).collect();
-        assert_eq!(landed, [(0, 0, 5), (1, 0, 5), (2, 0, 5), (3, 0, 5)]);
+        assert_eq!(
+            landed,
+            [(0, 0, 5, 0), (1, 0, 5, 0), (2, 0, 5, 0), (3, 0, 5, 0)]
+        );
         assert_eq!((0..4).map(|i| one.committed(i)).collect::<Vec<_>>(), [5; 4]);
 
         let mut two = stages(2, vec![(50, InstanceEvent::Leave)]);
@@ -433,7 +438,7 @@ mod tests {
         // Each partition once at first; killed before its commit (due at 1,005), the victim's
         // two partitions again from offset 0 by the survivor.
         assert_eq!(landed.len(), 6, "{landed:?}");
-        assert!(landed.iter().all(|&(_, from, to)| (from, to) == (0, 10)));
+        assert!(landed.iter().all(|&(_, from, to, _)| (from, to) == (0, 10)));
         assert_eq!(s.reforwarded, 20);
         assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [10; 4]);
     }
@@ -489,7 +494,7 @@ mod tests {
                 if t < 8_000 {
                     end += 1;
                 }
-                for (i, from, to) in s.step(t, &[end; 4], &mut rng, None).landed {
+                for (i, from, to, _) in s.step(t, &[end; 4], &mut rng, None).landed {
                     assert!(
                         from <= reached[i],
                         "seed {seed}: partition {i} skipped to {from}"

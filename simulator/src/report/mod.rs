@@ -182,8 +182,8 @@ impl Report {
             let _ = writeln!(
                 s,
                 "instances {} at the start: {} rebalances, {} records forwarded twice (dropped), \
-                 stage 2 moved {} times",
-                i.count, i.rebalances, i.forwarded_twice, i.lease_moves
+                 stage 2 moved {} times, {} records checked again (another configuration)",
+                i.count, i.rebalances, i.forwarded_twice, i.lease_moves, i.rechecked
             );
         }
         let _ = writeln!(s, "{:<24}{:>12}{:>10}", "query", "final rows", "late");
