@@ -88,7 +88,7 @@ pub(crate) struct Stages {
     /// Each live instance's stage 1, by number.
     forwarders: BTreeMap<u32, Forwarder<usize>>,
     /// Kafka is away until then: stage 1 reads nothing, its produces are not acknowledged and
-    /// its commits wait.
+    /// its commits are lost (owed again, and sent once Kafka is back).
     down_until: Option<Millis>,
     /// The share of forwards acknowledged slowly ([`SLOW_SHARE`]; tests raise it).
     slow_share: f64,
@@ -96,6 +96,8 @@ pub(crate) struct Stages {
     pub rebalances: u32,
     /// Records forwarded a second time (after a kill or a rebalance).
     pub reforwarded: u64,
+    /// Stage-1 commits lost because Kafka was away (each retried once it is back).
+    pub commits_lost: u64,
 }
 
 impl Stages {
@@ -119,6 +121,7 @@ impl Stages {
             slow_share: SLOW_SHARE,
             rebalances: 0,
             reforwarded: 0,
+            commits_lost: 0,
         };
         s.assign();
         s
@@ -153,7 +156,8 @@ impl Stages {
             .iter()
             .filter_map(|q| q.front().map(|f| back(f.at)))
             .min());
-        at(self.commits.front().map(|c| back(c.0)));
+        // A commit is sent when due, Kafka there or not (one sent while it is away is lost).
+        at(self.commits.front().map(|c| c.0));
         t
     }
 
@@ -182,7 +186,23 @@ impl Stages {
             self.stopped_until = None;
             self.assign();
         }
-        if self.down_until.is_some() {
+        if let Some(up) = self.down_until {
+            // A commit sent while Kafka is away is lost (asynchronous: stage 1 goes on); what
+            // it would have committed is owed again, and the instance's next commit, once
+            // Kafka is back, takes it.
+            while let Some(&(at, o)) = self.commits.front()
+                && at <= now
+            {
+                self.commits.pop_front();
+                if let Some(f) = self.forwarders.get_mut(&o) {
+                    let lost = f.to_commit();
+                    f.commit_failed(&lost);
+                    if !lost.is_empty() {
+                        self.commits_lost += 1;
+                        self.commits.push_back((up + COMMIT_MS, o));
+                    }
+                }
+            }
             return step;
         }
         for (i, &end) in visible_end.iter().enumerate().take(self.pos.len()) {
@@ -441,6 +461,29 @@ mod tests {
         assert!(landed.iter().all(|&(_, from, to, _)| (from, to) == (0, 10)));
         assert_eq!(s.reforwarded, 20);
         assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [10; 4]);
+    }
+
+    // Proves a commit due while Kafka is away is lost and owed again: once Kafka is back the
+    // instance commits it, though nothing more was acknowledged (the input went quiet).
+    #[test]
+    fn a_commit_lost_while_kafka_is_away_is_made_once_it_is_back() {
+        let mut s = stages(1, Vec::new());
+        s.slow_share = 0.0;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let down = |t: Millis| (500..3_000).contains(&t).then_some(3_000);
+        let mut t = 0;
+        while t < 3_000 {
+            s.step(t, &[10; 4], &mut rng, down(t));
+            t += 5;
+        }
+        assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [0; 4]);
+        while t < 6_000 {
+            s.step(t, &[10; 4], &mut rng, down(t));
+            t += 5;
+        }
+        assert_eq!((0..4).map(|i| s.committed(i)).collect::<Vec<_>>(), [10; 4]);
+        // One commit due a second after each partition's acknowledgement, all while away.
+        assert_eq!(s.commits_lost, 4);
     }
 
     // Proves stage 1 forwards nothing, has nothing acknowledged and commits nothing while

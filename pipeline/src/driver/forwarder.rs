@@ -118,6 +118,20 @@ impl<P: Ord + Copy> Forwarder<P> {
         out
     }
 
+    /// A commit of `positions` (what [`Self::to_commit`] or [`Self::revoked`] returned) failed:
+    /// they are owed again, so the next `to_commit` returns them though nothing more was
+    /// acknowledged (else a quiet partition's input offsets would stay uncommitted until its
+    /// next record). A newer commit already under way supersedes the failed one.
+    pub fn commit_failed(&mut self, positions: &[(P, i64)]) {
+        for (id, last) in positions {
+            if let Some(o) = self.parts.get_mut(id)
+                && o.committed == Some(*last)
+            {
+                o.committed = None;
+            }
+        }
+    }
+
     /// Partitions owned now.
     pub fn owned(&self) -> usize {
         self.parts.len()
@@ -127,6 +141,37 @@ impl<P: Ord + Copy> Forwarder<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves a failed commit is owed again without a new acknowledgement, that a newer commit
+    // supersedes it, and that a partition given up meanwhile is not committed by this owner.
+    #[test]
+    fn a_failed_commit_is_owed_again() {
+        let mut f: Forwarder<u8> = Forwarder::new();
+        f.assigned([0, 1, 2]);
+        let e = [0, 1, 2].map(|p| f.send(p).expect("owned"));
+        for p in 0..3 {
+            f.acked(p, e[p as usize], 9);
+        }
+        let lost = f.to_commit();
+        assert_eq!(lost, [(0, 9), (1, 9), (2, 9)]);
+        assert_eq!(f.to_commit(), [], "nothing new acknowledged");
+        f.acked(1, e[1], 12);
+        let newer = f.to_commit();
+        assert_eq!(newer, [(1, 12)]);
+        let _ = f.revoked([2]);
+        f.commit_failed(&lost);
+        assert_eq!(
+            f.to_commit(),
+            [(0, 9)],
+            "partition 1's newer commit supersedes the lost one; partition 2 is gone"
+        );
+        f.commit_failed(&[(0, 9)]);
+        assert_eq!(
+            f.revoked([0]),
+            [(0, 9)],
+            "a revocation commits what is owed"
+        );
+    }
 
     // Proves only acknowledged offsets of owned partitions are committed, each once, in order.
     #[test]

@@ -33,13 +33,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 
 use crate::driver::PartitionId;
 use crate::driver::forwarder::Forwarder;
-use crate::engine::{Engine, EngineConfig, RawRecord, SourcePosition, forward};
+use crate::engine::{Engine, EngineConfig, RawRecord, SourcePosition};
 use crate::model::Topic;
 use crate::source::SourceError;
 use crate::source::kafka::{self, KafkaConfig, backend};
@@ -109,6 +110,17 @@ impl InputContext {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The positions (last source offset per partition) a commit list holds.
+    fn positions(&self, tpl: &TopicPartitionList) -> Vec<(PartitionId, i64)> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| {
+                let next = e.offset().to_raw().filter(|o| *o > 0)?;
+                Some(((self.config.topic_of(e.topic())?, e.partition()), next - 1))
+            })
+            .collect()
+    }
+
     /// The input partitions of a rebalance's list.
     fn ids(&self, tpl: &TopicPartitionList) -> Vec<PartitionId> {
         tpl.elements()
@@ -134,6 +146,16 @@ impl ConsumerContext for InputContext {
             "Stage 1: the group takes input partitions from this instance."
         );
         commit(c, &self.config, &positions, CommitMode::Sync);
+    }
+
+    /// An asynchronous commit's outcome: one that failed (Kafka away, say) is owed again, so
+    /// the next commit tick retries it even if the input went quiet meanwhile.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            let positions = self.positions(offsets);
+            tracing::warn!(error = %e, partitions = positions.len(), "Stage 1: committing input offsets failed; the next commit retries them.");
+            self.forwarder().commit_failed(&positions);
+        }
     }
 
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -345,8 +367,9 @@ async fn forward_once(
 }
 
 /// Commits stage 1's `positions` (the last source offset acknowledged per partition):
-/// asynchronously while running (the next commit supersedes a lost one), synchronously when
-/// giving partitions up.
+/// asynchronously while running (a failed one is owed again: the commit callback, or the error
+/// here, tells the forwarder, and the next tick retries it), synchronously when giving
+/// partitions up.
 fn commit<C: Consumer<InputContext>>(
     consumer: &C,
     config: &KafkaConfig,
@@ -358,6 +381,7 @@ fn commit<C: Consumer<InputContext>>(
         && let Err(e) = consumer.commit(&tpl, mode)
     {
         tracing::warn!(error = %e, "Stage 1: committing input offsets failed; the next commit retries.");
+        consumer.context().forwarder().commit_failed(positions);
     }
 }
 
