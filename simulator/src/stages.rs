@@ -186,23 +186,8 @@ impl Stages {
             self.stopped_until = None;
             self.assign();
         }
-        if let Some(up) = self.down_until {
-            // A commit sent while Kafka is away is lost (asynchronous: stage 1 goes on); what
-            // it would have committed is owed again, and the instance's next commit, once
-            // Kafka is back, takes it.
-            while let Some(&(at, o)) = self.commits.front()
-                && at <= now
-            {
-                self.commits.pop_front();
-                if let Some(f) = self.forwarders.get_mut(&o) {
-                    let lost = f.to_commit();
-                    f.commit_failed(&lost);
-                    if !lost.is_empty() {
-                        self.commits_lost += 1;
-                        self.commits.push_back((up + COMMIT_MS, o));
-                    }
-                }
-            }
+        if self.down_until.is_some() {
+            self.commit_due(now);
             return step;
         }
         for (i, &end) in visible_end.iter().enumerate().take(self.pos.len()) {
@@ -237,16 +222,33 @@ impl Stages {
                 self.commits.push_back((f.at + COMMIT_MS, f.instance));
             }
         }
+        self.commit_due(now);
+        step
+    }
+
+    /// Stage 1's commits due by `now`: the group takes them, or, while Kafka is away, they are
+    /// lost (asynchronous: stage 1 goes on) and what they held is owed again; the instance's
+    /// next commit, once Kafka is back, takes it.
+    fn commit_due(&mut self, now: Millis) {
         while let Some(&(at, o)) = self.commits.front()
             && at <= now
         {
             self.commits.pop_front();
-            if let Some(f) = self.forwarders.get_mut(&o) {
-                let positions = f.to_commit();
-                self.commit(&positions);
+            let Some(f) = self.forwarders.get_mut(&o) else {
+                continue;
+            };
+            let positions = f.to_commit();
+            match self.down_until {
+                None => self.commit(&positions),
+                Some(up) => {
+                    f.commit_failed(&positions);
+                    if !positions.is_empty() {
+                        self.commits_lost += 1;
+                        self.commits.push_back((up + COMMIT_MS, o));
+                    }
+                }
             }
         }
-        step
     }
 
     /// The group takes stage 1's commit of `positions` (the last source offset acknowledged
