@@ -668,11 +668,8 @@ impl<'a> Sim<'a> {
         let now = self.now;
         // A fault's bounds are instants of their own: recovery spans open and close there, and
         // the consumer meets Kafka's absence as it starts, not at the next record.
-        for &(a, b) in &self.plan.kafka {
-            at(Some(a).filter(|a| *a > now));
-            at(Some(b).filter(|b| *b > now));
-        }
-        for &(_, a, b, _) in &self.plan.sink {
+        let sinks = self.plan.sink.iter().map(|&(_, a, b, _)| (a, b));
+        for (a, b) in self.plan.kafka.iter().copied().chain(sinks) {
             at(Some(a).filter(|a| *a > now));
             at(Some(b).filter(|b| *b > now));
         }

@@ -35,7 +35,7 @@
 
 use std::borrow::Cow;
 
-use super::{Checked, DeadLetterReason};
+use super::{Checked, DeadLetterReason, reason_index};
 use crate::model::{
     CongestionLevel, DataQuality, Direction, GeoPoint, Incident, IncidentLocation, IncidentType,
     Message, ParkingReading, Severity, TrafficReading, TransportReading, TransportStatus,
@@ -70,12 +70,12 @@ pub fn encode(value: &[u8], checked: &Checked<'_>, config_id: u64, buf: &mut Vec
         Checked::Impossible(msg, t, reason, detail) => {
             w.buf.push(1);
             w.message(msg, *t);
-            w.buf.push(reason_code(*reason));
+            w.buf.push(reason_index(*reason) as u8);
             w.text(detail);
         }
         Checked::Invalid(reason, detail) => {
             w.buf.push(2);
-            w.buf.push(reason_code(*reason));
+            w.buf.push(reason_index(*reason) as u8);
             w.text(detail);
         }
     }
@@ -116,13 +116,6 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, &[u8], Checked<'_>), ForwardError> {
         return Err(ForwardError("bytes after the checked record"));
     }
     Ok((config_id, r.value, checked))
-}
-
-fn reason_code(reason: DeadLetterReason) -> u8 {
-    DeadLetterReason::ALL
-        .iter()
-        .position(|r| *r == reason)
-        .expect("every reason is in ALL") as u8
 }
 
 struct Writer<'b, 'v> {
