@@ -277,7 +277,59 @@ struct TopicState {
     /// Highest event time accepted on the topic.
     max_event_time: Option<Millis>,
     /// Recent event times per device (hash of the entity id), sorted, for duplicate detection.
-    dedup: FxHashMap<u64, VecDeque<Millis>>,
+    dedup: FxHashMap<u64, Ring>,
+}
+
+/// A device's recent event times, sorted, for duplicate detection; its newest is kept beside
+/// them in the map's slot, so an in-order reading (nearly all of them) compares against the
+/// slot it looked up and only writes the times (the buffer's line is cold by the device's next
+/// reading, and a read of it would wait for memory where a write does not). Serialized as the
+/// times alone, the form checkpoints have always had.
+#[derive(Clone, Debug)]
+struct Ring {
+    /// The newest of `times`, or `Millis::MIN` when there is none.
+    newest: Millis,
+    times: VecDeque<Millis>,
+}
+
+impl Default for Ring {
+    fn default() -> Self {
+        Ring {
+            newest: Millis::MIN,
+            times: VecDeque::new(),
+        }
+    }
+}
+
+impl Ring {
+    /// Drops the times below `floor`.
+    fn expire(&mut self, floor: Millis) {
+        while self.times.front().is_some_and(|&f| f < floor) {
+            self.times.pop_front();
+        }
+        if self.times.is_empty() {
+            self.newest = Millis::MIN;
+        }
+    }
+}
+
+impl Serialize for Ring {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.times.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ring {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let times = VecDeque::<Millis>::deserialize(d)?;
+        if !times.iter().is_sorted() {
+            return Err(serde::de::Error::custom(
+                "duplicate-detection times out of order",
+            ));
+        }
+        let newest = times.back().copied().unwrap_or(Millis::MIN);
+        Ok(Ring { newest, times })
+    }
 }
 
 fn topic_index(t: Topic) -> usize {
@@ -878,29 +930,34 @@ impl Engine {
             return Seen::OverLimit;
         }
         let ring = state.dedup.entry(hash).or_default();
-        while ring.front().is_some_and(|&f| f < floor) {
-            ring.pop_front();
-        }
-        // Readings of one device nearly always arrive in order: append without searching.
-        let seen = if ring.back().is_none_or(|&last| t > last) {
-            if t >= floor {
-                ring.push_back(t);
-            }
+        // Entries below the floor are left for `sweep_dedup` (once a minute of event time)
+        // rather than popped here: the ring's front is then not read at every record, a cache
+        // miss of its own, as each device's ring is cold by its next reading. They cannot
+        // change the answer: an event time below the floor is new without a search (as it was
+        // when they were popped first), and one at or above it only matches its equal.
+        let seen = if t < floor {
+            Seen::New
+        } else if t > ring.newest {
+            // Readings of one device nearly always arrive in order: append without searching.
+            ring.newest = t;
+            ring.times.push_back(t);
             Seen::New
         } else {
-            match ring.binary_search(&t) {
+            match ring.times.binary_search(&t) {
                 Ok(_) => Seen::Duplicate,
                 Err(at) => {
-                    if t >= floor {
-                        ring.insert(at, t);
-                    }
+                    ring.times.insert(at, t);
                     Seen::New
                 }
             }
         };
-        if ring.len() > MAX_DEDUP_PER_DEVICE {
-            ring.pop_front();
-            self.counters.dedup_evictions += 1;
+        if ring.times.len() > MAX_DEDUP_PER_DEVICE {
+            // The bound counts live entries only, as when stale ones were popped first.
+            ring.expire(floor);
+            if ring.times.len() > MAX_DEDUP_PER_DEVICE {
+                ring.times.pop_front();
+                self.counters.dedup_evictions += 1;
+            }
         }
         let i = topic_index(topic);
         let tracked = state.dedup.len() as u64;
@@ -1527,10 +1584,8 @@ impl Engine {
         };
         let floor = max.saturating_sub(horizon);
         state.dedup.retain(|_, ring| {
-            while ring.front().is_some_and(|&f| f < floor) {
-                ring.pop_front();
-            }
-            !ring.is_empty()
+            ring.expire(floor);
+            !ring.times.is_empty()
         });
     }
 

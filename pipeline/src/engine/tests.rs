@@ -620,6 +620,143 @@ fn bad_input_is_dead_lettered() {
     }
 }
 
+/// Duplicate detection as it was before its stale times were left for the sweep: a device's
+/// times below the floor popped before every answer. The reference `Engine::seen` must agree
+/// with, answer for answer, live time for live time, eviction for eviction.
+#[derive(Default)]
+struct DedupModel {
+    rings: BTreeMap<String, VecDeque<Millis>>,
+    evictions: u64,
+}
+
+impl DedupModel {
+    fn seen(&mut self, device: &str, t: Millis, floor: Millis) -> bool {
+        let ring = self.rings.entry(device.to_owned()).or_default();
+        while ring.front().is_some_and(|&f| f < floor) {
+            ring.pop_front();
+        }
+        let duplicate = if ring.back().is_none_or(|&last| t > last) {
+            if t >= floor {
+                ring.push_back(t);
+            }
+            false
+        } else {
+            match ring.binary_search(&t) {
+                Ok(_) => true,
+                Err(at) => {
+                    if t >= floor {
+                        ring.insert(at, t);
+                    }
+                    false
+                }
+            }
+        };
+        if ring.len() > MAX_DEDUP_PER_DEVICE {
+            ring.pop_front();
+            self.evictions += 1;
+        }
+        duplicate
+    }
+}
+
+/// The engine's duplicate-detection times of `device` on the traffic topic at or above `floor`.
+fn live_times(engine: &Engine, device: &str, floor: Millis) -> Vec<Millis> {
+    engine.topics[topic_index(Topic::Traffic)]
+        .dedup
+        .get(&device_hash(device))
+        .map_or(Vec::new(), |r| {
+            r.times.iter().copied().filter(|&t| t >= floor).collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    // Proves duplicate detection with stale times left for the sweep answers as popping them
+    // first did: the same duplicates, the same live times, whether or when sweeps run, for
+    // times in order, out of order, repeated and below the floor.
+    #[test]
+    fn duplicate_detection_matches_popping_stale_times_first(
+        ops in proptest::collection::vec((0u8..3, 0u8..4, 0i64..50, 0i64..3, any::<bool>()), 1..400),
+    ) {
+        let mut engine = Engine::new(EngineConfig::default()).unwrap();
+        let mut model = DedupModel::default();
+        let horizon = engine.horizon(Topic::Traffic);
+        let step = 10 * SECOND_MS;
+        let mut max = T0;
+        for (device, advance, back, ahead, sweep) in ops {
+            max += i64::from(advance) * step;
+            engine.topics[topic_index(Topic::Traffic)].max_event_time = Some(max);
+            if sweep {
+                engine.sweep_dedup(Topic::Traffic);
+            }
+            let floor = max - horizon;
+            let name = format!("TS-{device}");
+            let t = max - back * step + ahead * step;
+            let duplicate = engine.seen(Topic::Traffic, &name, t) == Seen::Duplicate;
+            prop_assert_eq!(duplicate, model.seen(&name, t, floor), "{} at {}", name, t);
+            for (d, ring) in &model.rings {
+                let live: Vec<_> = ring.iter().copied().filter(|&x| x >= floor).collect();
+                prop_assert_eq!(live_times(&engine, d, floor), live);
+            }
+        }
+        prop_assert_eq!(engine.counters.dedup_evictions, model.evictions);
+    }
+}
+
+// Proves the per-device bound counts live times only: stale times left for the sweep are
+// dropped before a device over the bound loses its oldest live time, so evictions are counted
+// as when stale times were popped first.
+#[test]
+fn the_dedup_bound_counts_live_times_only() {
+    let mut engine = Engine::new(EngineConfig::default()).unwrap();
+    let mut model = DedupModel::default();
+    let horizon = engine.horizon(Topic::Traffic);
+    let mut max = T0;
+    let mut feed = |engine: &mut Engine, max: Millis, t: Millis| {
+        engine.topics[topic_index(Topic::Traffic)].max_event_time = Some(max);
+        let duplicate = engine.seen(Topic::Traffic, "TS-1", t) == Seen::Duplicate;
+        assert_eq!(duplicate, model.seen("TS-1", t, max - horizon));
+        assert_eq!(engine.counters.dedup_evictions, model.evictions, "at {t}");
+    };
+    // The bound filled with live times, one millisecond apart.
+    for i in 0..MAX_DEDUP_PER_DEVICE as i64 {
+        feed(&mut engine, max, max - 1_000 + i);
+    }
+    // The floor passes the first 100 (no sweep): one more time evicts nothing.
+    max += horizon - 1_000 + 100;
+    feed(&mut engine, max, max);
+    assert_eq!(engine.counters.dedup_evictions, 0);
+    // All live again and over the bound: every new time evicts the oldest, counted.
+    for i in 1..=149 {
+        feed(&mut engine, max, max + i);
+    }
+    assert_eq!(engine.counters.dedup_evictions, 50);
+    assert_eq!(
+        live_times(&engine, "TS-1", max - horizon).len(),
+        MAX_DEDUP_PER_DEVICE
+    );
+}
+
+// Proves a device's duplicate-detection times keep the checkpoint form they always had (the
+// times alone), that loading one restores the newest time beside them, and that times out of
+// order are refused rather than loaded.
+#[test]
+fn dedup_rings_keep_their_checkpoint_form() {
+    let times: VecDeque<Millis> = [5, 7, 9].into();
+    let ring = Ring {
+        newest: 9,
+        times: times.clone(),
+    };
+    let json = serde_json::to_string(&ring).unwrap();
+    assert_eq!(json, serde_json::to_string(&times).unwrap());
+    let back: Ring = serde_json::from_str(&json).unwrap();
+    assert_eq!((back.newest, back.times), (9, times));
+    let empty: Ring = serde_json::from_str("[]").unwrap();
+    assert_eq!(empty.newest, Millis::MIN);
+    assert!(serde_json::from_str::<Ring>("[9,5]").is_err());
+}
+
 // Proves a repeated (device, timestamp) is a duplicate dead letter and is not double-counted.
 #[test]
 fn duplicates_are_dead_lettered() {
