@@ -8,7 +8,7 @@
 // workspace bans elsewhere (clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,10 +119,15 @@ impl Scope {
 
     /// A job whose log is `<checkpoint dir>.<label>.log`.
     pub(super) fn spawn_job_named(&self, label: &str, extra: &[&str]) -> Job {
+        self.spawn_job_at(label, &self.checkpoint_dir, extra)
+    }
+
+    /// [`Self::spawn_job_named`] with a checkpoint location of its own.
+    pub(super) fn spawn_job_at(&self, label: &str, checkpoint_dir: &Path, extra: &[&str]) -> Job {
         let log = self.checkpoint_dir.with_extension(format!("{label}.log"));
         let file = std::fs::File::create(&log).expect("a log file");
         let err = file.try_clone().expect("a log file");
-        let checkpoint = self.checkpoint_dir.display().to_string();
+        let checkpoint = checkpoint_dir.display().to_string();
         let prefix = self.prefix();
         let child = Command::new(pipeline_bin())
             .arg("streaming")

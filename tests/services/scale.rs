@@ -1,7 +1,8 @@
 //! Scale-out on real Kafka (docs/scale-out.md): `pipeline streaming --scale-out` instances in
 //! one consumer group, as processes of their own (the binary of [`super::faults`]), with a
 //! paced stream. One instance, and three with the lease holder killed (SIGKILL) mid-run and a
-//! fourth joining, each give the final rows of the in-memory engine over the same records —
+//! fourth joining (configured differently: a bound of 12 bytes on strings, so the holder checks
+//! its records again), each give the final rows of the in-memory engine over the same records —
 //! so the same digest as each other and as the one-instance job of `end_to_end_matches_memory`.
 //! Each run prints a line a second while it runs: stage 1's lag (input records not yet
 //! forwarded and committed), the records stage 2 has yet to apply, and who holds the lease.
@@ -12,6 +13,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,22 +67,47 @@ fn metric(text: &str, name: &str) -> f64 {
 
 impl Scope {
     fn spawn_instance(&self, name: &str) -> Instance {
+        self.spawn_instance_at(name, &self.checkpoint_dir, &[])
+    }
+
+    /// An instance whose engine checks strings against a bound of 12 bytes instead of the
+    /// default (docs/scale-out.md, "Instances configured differently"): every record its stage 1
+    /// forwards carries another configuration's fingerprint, so the lease holder checks it again
+    /// by its own configuration, and the final rows stay the holder's. Its checkpoint location
+    /// is its own: an instance that finds a checkpoint checks with the checkpoint's
+    /// configuration, whatever it was given, so a newcomer sharing the location would check as
+    /// the holder does.
+    fn spawn_uneven_instance(&self, name: &str) -> Instance {
+        let config = self
+            .checkpoint_dir
+            .with_extension(format!("{name}.engine.toml"));
+        std::fs::write(&config, "max_string_bytes = 12\n").expect("an engine configuration");
+        let own = self
+            .checkpoint_dir
+            .with_extension(format!("{name}.checkpoint"));
+        self.spawn_instance_at(
+            name,
+            &own,
+            &["--engine-config", &config.display().to_string()],
+        )
+    }
+
+    fn spawn_instance_at(&self, name: &str, checkpoint_dir: &Path, extra: &[&str]) -> Instance {
         let metrics = free_addr();
         let addr = metrics.to_string();
-        let job = self.spawn_job_named(
-            name,
-            &[
-                "--scale-out",
-                "--session-timeout-ms",
-                "6000",
-                "--idle-exit-ms",
-                "5000",
-                "--checkpoint-interval-ms",
-                "1000",
-                "--metrics-addr",
-                &addr,
-            ],
-        );
+        let mut args = vec![
+            "--scale-out",
+            "--session-timeout-ms",
+            "6000",
+            "--idle-exit-ms",
+            "5000",
+            "--checkpoint-interval-ms",
+            "1000",
+            "--metrics-addr",
+            &addr,
+        ];
+        args.extend_from_slice(extra);
+        let job = self.spawn_job_at(name, checkpoint_dir, &args);
         Instance {
             job,
             metrics,
@@ -133,8 +160,10 @@ impl Scope {
 enum Event {
     /// SIGKILL whichever instance holds the lease.
     KillHolder(u64),
-    /// Start one more instance.
-    Join(u64),
+    /// Start one more instance configured differently ([`Scope::spawn_uneven_instance`]), once
+    /// an instance holds the lease: the lease stays with its holder while it lives, so the
+    /// newcomer only checks and forwards.
+    JoinUneven(u64),
 }
 
 /// Runs `instances` scaled-out instances over `records`, paced, with `events`, until the lease
@@ -165,6 +194,7 @@ async fn scaled_run(
     let mut last_line = Instant::now() - Duration::from_secs(1);
     let mut kills = 0;
     let mut peak_rebalances = 0.0;
+    let mut peak_rechecked = 0.0;
     let mut curl_shown = false;
     let finished = loop {
         let t = start.elapsed();
@@ -202,10 +232,14 @@ async fn scaled_run(
                     continue;
                 }
             }
-            Some(Event::Join(at)) if t >= Duration::from_secs(*at) => {
+            Some(Event::JoinUneven(at)) if t >= Duration::from_secs(*at) && holder.is_some() => {
                 let name = format!("i{}", running.len() + gone.len());
-                eprintln!("{test}: {:.1} s: instance {name} joins", t.as_secs_f64());
-                running.push(scope.spawn_instance(&name));
+                eprintln!(
+                    "{test}: {:.1} s: instance {name} joins, configured differently \
+                     (max_string_bytes = 12)",
+                    t.as_secs_f64()
+                );
+                running.push(scope.spawn_uneven_instance(&name));
                 next_event += 1;
                 continue;
             }
@@ -224,6 +258,12 @@ async fn scaled_run(
                 .map(|s| metric(s, "pipeline_rebalances_total"))
                 .sum();
             peak_rebalances = f64::max(peak_rebalances, rebalances);
+            let rechecked: f64 = scrapes
+                .iter()
+                .flatten()
+                .map(|s| metric(s, "pipeline_rechecked_records_total"))
+                .sum();
+            peak_rechecked = f64::max(peak_rechecked, rechecked);
             eprintln!(
                 "{test}: {:5.1} s  stage-1 lag {:>6}  stage-2 lag {:>6}  lease {}  rebalances seen {}",
                 t.as_secs_f64(),
@@ -307,6 +347,17 @@ async fn scaled_run(
         want.digest.hex(),
         peak_rebalances
     );
+    if events.iter().any(|e| matches!(e, Event::JoinUneven(_))) {
+        assert!(
+            peak_rechecked > 0.0,
+            "{test}: the lease holder checked none of the differently configured instance's \
+             records again (pipeline_rechecked_records_total stayed 0)"
+        );
+        eprintln!(
+            "{test}: the lease holder checked {peak_rechecked} records again (forwarded by the \
+             differently configured instance), as late as its last scrape"
+        );
+    }
     check(test, "MongoDB", &mongo, want);
     check(test, "PostgreSQL", &pg, want);
     assert_eq!(pg.archive, want.archive, "{test}: archive rows per topic");
@@ -316,8 +367,8 @@ async fn scaled_run(
 
 // Proves scaled-out instances give the in-memory engine's final rows on one stream: one instance
 // (stage 1 and stage 2 in one process, through the checked topics), and three with the lease
-// holder killed with SIGKILL mid-run and a fourth joining later — the same digest, nothing lost,
-// nothing twice.
+// holder killed with SIGKILL mid-run and a fourth joining later, configured differently (its
+// records are checked again by the holder) — the same digest, nothing lost, nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the services"]
 async fn scale_out_one_and_three_instances_agree() {
@@ -330,7 +381,7 @@ async fn scale_out_one_and_three_instances_agree() {
         &records,
         &want,
         3,
-        &[Event::KillHolder(15), Event::Join(25)],
+        &[Event::KillHolder(15), Event::JoinUneven(25)],
     )
     .await;
     assert_eq!(one, three, "1 and 3 instances store the same final rows");
