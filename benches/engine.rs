@@ -116,23 +116,43 @@ fn decode_all(recs: &[Recorded]) -> usize {
     ok
 }
 
-fn bench(c: &mut Criterion) {
-    let recs = records(1);
-    let config = EngineConfig {
+/// The benches' engine configuration: SPEC's, without the raw archive (measured on its own).
+fn bench_config() -> EngineConfig {
+    EngineConfig {
         archive_raw: false,
         ..EngineConfig::default()
-    };
+    }
+}
+
+/// A new engine on `config` and an empty output, as each measured run starts.
+fn fresh(config: &EngineConfig) -> (Engine, Output) {
+    (
+        Engine::new(config.clone()).expect("valid config"),
+        Output::default(),
+    )
+}
+
+/// Stage 1's checked record of each record, as stage 2 reads them.
+fn checked_records(stage1: &Engine, recs: &[Recorded]) -> Vec<Vec<u8>> {
+    recs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut c = Vec::new();
+            stage1.forward(&raw(r, i), &mut c);
+            c
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let recs = records(1);
+    let config = bench_config();
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(recs.len() as u64));
     group.sample_size(10);
     group.bench_function("thesis_city_1h_all_queries", |b| {
         b.iter_batched_ref(
-            || {
-                (
-                    Engine::new(config.clone()).expect("valid config"),
-                    Output::default(),
-                )
-            },
+            || fresh(&config),
             |(engine, out)| run(engine, &recs, out),
             BatchSize::LargeInput,
         )
@@ -140,12 +160,7 @@ fn bench(c: &mut Criterion) {
     let archive = EngineConfig::default();
     group.bench_function("thesis_city_1h_all_queries_with_archive", |b| {
         b.iter_batched_ref(
-            || {
-                (
-                    Engine::new(archive.clone()).expect("valid config"),
-                    Output::default(),
-                )
-            },
+            || fresh(&archive),
             |(engine, out)| run(engine, &recs, out),
             BatchSize::LargeInput,
         )
@@ -156,23 +171,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("check_and_forward", |b| {
         b.iter(|| check_and_forward(&stage1, &recs, &mut buf))
     });
-    let checked: Vec<Vec<u8>> = recs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut c = Vec::new();
-            stage1.forward(&raw(r, i), &mut c);
-            c
-        })
-        .collect();
+    let checked = checked_records(&stage1, &recs);
     group.bench_function("apply_checked", |b| {
         b.iter_batched_ref(
-            || {
-                (
-                    Engine::new(config.clone()).expect("valid config"),
-                    Output::default(),
-                )
-            },
+            || fresh(&config),
             |(engine, out)| apply_checked(engine, &recs, &checked, out),
             BatchSize::LargeInput,
         )
@@ -188,20 +190,9 @@ fn bench(c: &mut Criterion) {
 /// between two levels ~4 % apart from process to process, so take the ratio over a few.
 fn min_of(runs: usize) {
     let recs = records(1);
-    let config = EngineConfig {
-        archive_raw: false,
-        ..EngineConfig::default()
-    };
+    let config = bench_config();
     let stage1 = Engine::new(config.clone()).expect("valid config");
-    let checked: Vec<Vec<u8>> = recs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut c = Vec::new();
-            stage1.forward(&raw(r, i), &mut c);
-            c
-        })
-        .collect();
+    let checked = checked_records(&stage1, &recs);
     let mut best = [f64::INFINITY; 4];
     let mut time = |slot: usize, f: &mut dyn FnMut() -> usize| {
         #[allow(clippy::disallowed_methods)] // Measuring wall time is this benchmark's job.
@@ -210,17 +201,11 @@ fn min_of(runs: usize) {
         best[slot] = best[slot].min(start.elapsed().as_secs_f64());
     };
     for _ in 0..runs {
-        let (mut engine, mut out) = (
-            Engine::new(config.clone()).expect("valid config"),
-            Output::default(),
-        );
+        let (mut engine, mut out) = fresh(&config);
         time(0, &mut || run(&mut engine, &recs, &mut out));
         time(1, &mut || decode_all(&recs));
         time(2, &mut || check_all(&stage1, &recs));
-        let (mut engine, mut out) = (
-            Engine::new(config.clone()).expect("valid config"),
-            Output::default(),
-        );
+        let (mut engine, mut out) = fresh(&config);
         time(3, &mut || {
             apply_checked(&mut engine, &recs, &checked, &mut out)
         });

@@ -252,18 +252,12 @@ async fn scaled_run(
                 .map_or("-".to_owned(), |s| {
                     format!("{}", metric(s, "pipeline_consumer_lag_records"))
                 });
-            let rebalances: f64 = scrapes
-                .iter()
-                .flatten()
-                .map(|s| metric(s, "pipeline_rebalances_total"))
-                .sum();
+            // A counter summed over the live instances.
+            let total =
+                |name: &str| -> f64 { scrapes.iter().flatten().map(|s| metric(s, name)).sum() };
+            let rebalances = total("pipeline_rebalances_total");
             peak_rebalances = f64::max(peak_rebalances, rebalances);
-            let rechecked: f64 = scrapes
-                .iter()
-                .flatten()
-                .map(|s| metric(s, "pipeline_rechecked_records_total"))
-                .sum();
-            peak_rechecked = f64::max(peak_rechecked, rechecked);
+            peak_rechecked = f64::max(peak_rechecked, total("pipeline_rechecked_records_total"));
             eprintln!(
                 "{test}: {:5.1} s  stage-1 lag {:>6}  stage-2 lag {:>6}  lease {}  rebalances seen {}",
                 t.as_secs_f64(),
