@@ -753,8 +753,13 @@ impl Driver {
         self.step();
     }
 
-    /// The source says where a partition stands: the next offset it will hand over, and the
-    /// offset its next record will get (its end), each when known.
+    /// The source says where a partition stands: the next offset it will hand over, when known,
+    /// and the offset its next record will get (its end). An end of `None` says the source does
+    /// not know it now (a query of it failed): the end it said before is forgotten, as on a
+    /// source error, because a stale end makes a partition that received records since look
+    /// caught up, and the merge would release other partitions' later records ahead of them.
+    /// Until an end is known again, the partition is waited for `idle_partition_ms` after its
+    /// last record, as one whose end was never known.
     pub fn handle_progress(
         &mut self,
         now: Millis,
@@ -768,9 +773,7 @@ impl Driver {
             if let Some(n) = next_offset {
                 p.next_offset = Some(p.next_offset.map_or(n, |m| m.max(n)));
             }
-            if end_offset.is_some() {
-                p.end_offset = end_offset;
-            }
+            p.end_offset = end_offset;
         }
         self.release();
         self.step();

@@ -418,6 +418,39 @@ proptest! {
     }
 }
 
+// Proves an end the source says it no longer knows is forgotten, not kept: kept, an end the
+// partition was read up to makes it look caught up whatever landed in it since (the Kafka
+// shell's watermark query failing while fetches go on), and the merge would release the other
+// partitions' later records ahead of its own; forgotten, the partition holds the merge back as
+// one never told an end, until it has been silent for `idle_partition_ms`.
+#[test]
+fn an_end_told_unknown_is_forgotten() {
+    let records = stream(4, 2, 0, 0);
+    let config = DriverConfig {
+        idle_partition_ms: 60_000,
+        ..config()
+    };
+    let released_with = |ends: &[Option<i64>]| {
+        let mut h = Harness::new(partitioned(&records, 2), config.clone(), 1);
+        for &end in ends {
+            h.driver
+                .handle_progress(T0, (Topic::Traffic, 1), Some(0), end);
+        }
+        h.feed(0, 5);
+        h.driver.stats().records_released
+    };
+    assert_eq!(
+        released_with(&[Some(0)]),
+        5,
+        "partition 1, read up to its end, is caught up"
+    );
+    assert_eq!(
+        released_with(&[Some(0), None]),
+        0,
+        "partition 1's end is unknown now: it may still deliver earlier records"
+    );
+}
+
 // Proves a partition whose end is unknown holds the merge back only until it has been silent
 // for `idle_partition_ms`, and one whose end is known and ahead holds it back until it delivers.
 #[test]

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -27,6 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::driver::PartitionId;
 use crate::driver::mirror::Mirror;
 use crate::model::Topic;
+use crate::streaming::WallClock;
 
 use super::{Source, SourceError, SourceRecord};
 
@@ -255,19 +256,53 @@ const WATERMARK_PERIOD: Duration = Duration::from_millis(100);
 
 /// Keeps `ends` current: the broker's high watermark of every partition, asked every
 /// [`WATERMARK_PERIOD`]. A value is at most that old, so a partition looks caught up for at most
-/// that long after new records landed — far below any watermark delay. Failures (the broker
-/// away) leave the last values; the driver forgets them on the source's errors.
+/// that long after new records landed — far below any watermark delay. A failed query makes the
+/// partition's end unknown (-1) until one succeeds: kept, a stale end would make a partition
+/// that keeps receiving records look caught up for as long as the queries fail, and the
+/// driver's merge would release other partitions' later records ahead of its own. Unknown, the
+/// driver waits `idle_partition_ms` for a partition gone silent instead. Failures are said at
+/// most once a minute, and their end once.
 fn watch_watermarks(
     consumer: Arc<StreamConsumer>,
     names: Vec<(String, i32)>,
     ends: Arc<Vec<AtomicI64>>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut failing: Option<(Instant, u64)> = None;
+    let mut warned: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         for (i, (name, p)) in names.iter().enumerate() {
-            if let Ok((_, hi)) = consumer.fetch_watermarks(name, *p, Duration::from_secs(1)) {
-                ends[i].store(hi, Ordering::Relaxed);
+            match consumer.fetch_watermarks(name, *p, Duration::from_secs(1)) {
+                Ok((_, hi)) => ends[i].store(hi, Ordering::Relaxed),
+                Err(e) => {
+                    ends[i].store(-1, Ordering::Relaxed);
+                    let (since, errors) = failing.get_or_insert_with(|| (WallClock.instant(), 0));
+                    *errors += 1;
+                    if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
+                        warned = Some(WallClock.instant());
+                        tracing::warn!(
+                            topic = %name,
+                            partition = *p,
+                            error = %e,
+                            errors = *errors,
+                            failing_for_s = since.elapsed().as_secs(),
+                            "Cannot ask Kafka where partitions end; until it answers, a partition \
+                             gone silent is waited for idle_partition_ms before the others' \
+                             records are released."
+                        );
+                    }
+                }
             }
+        }
+        if let Some((since, errors)) =
+            failing.take_if(|_| ends.iter().all(|e| e.load(Ordering::Relaxed) >= 0))
+        {
+            warned = None;
+            tracing::info!(
+                errors,
+                failed_for_s = since.elapsed().as_secs(),
+                "Kafka answers again where partitions end."
+            );
         }
         std::thread::sleep(WATERMARK_PERIOD);
     }
