@@ -1,5 +1,5 @@
 //! Faults of the job's environment, injected by the memory backend on the simulated clock: crashes
-//! of the job, sinks down or slow, Kafka away, partitions read in a seeded interleaving with their
+//! of the job, sinks down or slow, Kafka away, partitions' ends unknown, partitions read in a seeded interleaving with their
 //! own lag, records delivered twice. A scenario names them in its `[faults]` table; the swarm
 //! draws a mix of them from each seed ([`FaultsConfig::swarm`]), so every failure it finds is
 //! reproduced by `simulator run <scenario> --seed N --swarm`.
@@ -82,6 +82,12 @@ pub struct FaultsConfig {
     pub sink: Vec<SinkFault>,
     /// Spans when Kafka is unavailable: polls and commits fail, producers hold their records.
     pub kafka: Vec<Span>,
+    /// Spans when the consumer cannot learn where partitions end (its queries of the high
+    /// watermarks fail) while its fetches succeed: the job is told each partition's position
+    /// with no end, so it cannot tell a caught-up partition from one with records still to
+    /// read, and waits `idle_partition_ms` for a partition gone silent before it releases the
+    /// others' later records.
+    pub ends_unknown: Vec<Span>,
     /// Instances of the job in one consumer group (docs/scale-out.md), default 1. With more (or
     /// with any join), the job runs as two stages: each instance checks the records of the input
     /// partitions the group gives it and forwards them to the checked partitions, and the
@@ -157,6 +163,8 @@ pub struct FaultPlan {
     pub sink: Vec<(SinkTarget, i64, i64, Option<i64>)>,
     /// (from, to).
     pub kafka: Vec<(i64, i64)>,
+    /// (from, to): the partitions' ends unknown.
+    pub ends_unknown: Vec<(i64, i64)>,
     /// A tighter bound on pending output than the scenario's `[driver]` one, to exercise
     /// backpressure.
     pub max_pending_items: Option<usize>,
@@ -176,6 +184,7 @@ impl Default for FaultPlan {
             duplicate_delivery: 0.0,
             sink: Vec::new(),
             kafka: Vec::new(),
+            ends_unknown: Vec::new(),
             max_pending_items: None,
             instances: None,
         }
@@ -191,6 +200,7 @@ impl FaultPlan {
             && self.duplicate_delivery == 0.0
             && self.sink.is_empty()
             && self.kafka.is_empty()
+            && self.ends_unknown.is_empty()
             && self.max_pending_items.is_none()
             && self.instances.is_none()
     }
@@ -223,6 +233,9 @@ impl FaultPlan {
         }
         for (a, b) in &self.kafka {
             out.push(format!("kafka away {} .. {}", t(*a), t(*b)));
+        }
+        for (a, b) in &self.ends_unknown {
+            out.push(format!("partitions' ends unknown {} .. {}", t(*a), t(*b)));
         }
         if let Some(n) = self.max_pending_items {
             out.push(format!("pending output bound {n} items"));
@@ -296,6 +309,10 @@ impl FaultsConfig {
         for (i, s) in self.kafka.iter().enumerate() {
             kafka.push(span(s, start_ms, &format!("kafka[{i}]"))?);
         }
+        let mut ends_unknown = Vec::new();
+        for (i, s) in self.ends_unknown.iter().enumerate() {
+            ends_unknown.push(span(s, start_ms, &format!("ends_unknown[{i}]"))?);
+        }
         let mut events = Vec::new();
         for (list, what, event) in [
             (
@@ -341,6 +358,7 @@ impl FaultsConfig {
             duplicate_delivery: self.duplicate_delivery,
             sink,
             kafka,
+            ends_unknown,
             max_pending_items: None,
             instances,
         })
@@ -406,6 +424,15 @@ impl FaultsConfig {
                 rebalance_ms: rng.random_range(100..5_000),
                 uneven_config: rng.random_bool(0.5),
             });
+        }
+        // Drawn last, so that every earlier draw of a seed is the one it always was. Only for
+        // one instance: with several, stage 2 hears of a record when stage 1 forwards it, and
+        // without an end to wait for, the order it applies records in follows stage 1's pace
+        // (which is what telling stage 2 the input's ends is for; docs/scale-out.md).
+        if rng.random_bool(0.5) && plan.instances.is_none() {
+            let from = at(&mut rng);
+            plan.ends_unknown
+                .push((from, from + rng.random_range(1_000..300_000)));
         }
         plan
     }

@@ -58,8 +58,8 @@ enum Command {
         swarm: bool,
     },
     /// Runs many seeds of one scenario on the memory backend, each with a seeded mix of faults
-    /// (crashes, sinks down or slow, Kafka away, interleaved and lagging partitions, duplicate
-    /// delivery, a tight pending-output bound); prints every failing seed with the command
+    /// (crashes, sinks down or slow, Kafka away, partitions' ends unknown, interleaved and
+    /// lagging partitions, duplicate delivery, a tight pending-output bound); prints every failing seed with the command
     /// that reproduces it; exits 0 only if every seed passed.
     Swarm {
         /// The scenario file.

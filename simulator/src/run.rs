@@ -384,6 +384,9 @@ struct Sim<'a> {
     /// Per partition: whether the driver still holds the end it was last told (a source error
     /// makes it forget every partition's end until it is told again).
     end_held: Vec<bool>,
+    /// Whether the consumer could learn the partitions' ends when it last polled (a fault makes
+    /// them unknown for a span).
+    ends_known: bool,
     /// Something a poll could act on changed since the last one: records became visible, a
     /// partition resumed, the job (re)started. Without it a poll would find nothing to do.
     poll_due: bool,
@@ -484,6 +487,7 @@ impl<'a> Sim<'a> {
             last_visible: vec![Millis::MIN; n],
             reported: vec![(-1, -1); n],
             end_held: vec![false; n],
+            ends_known: true,
             poll_due: true,
             progress_changed: (0..n).collect(),
             labels: Vec::new(),
@@ -644,6 +648,14 @@ impl<'a> Sim<'a> {
             .map(|(_, b)| *b)
     }
 
+    /// Whether the consumer cannot learn where partitions end at `t` (a fault).
+    fn ends_unknown(&self, t: Millis) -> bool {
+        self.plan
+            .ends_unknown
+            .iter()
+            .any(|(a, b)| (*a..*b).contains(&t))
+    }
+
     /// This partition's extra delay in the minute holding `t`: seeded, below the plan's bound.
     fn lag(&self, index: usize, t: Millis) -> Millis {
         if self.plan.partition_lag_ms == 0 {
@@ -669,7 +681,8 @@ impl<'a> Sim<'a> {
         // A fault's bounds are instants of their own: recovery spans open and close there, and
         // the consumer meets Kafka's absence as it starts, not at the next record.
         let sinks = self.plan.sink.iter().map(|&(_, a, b, _)| (a, b));
-        for (a, b) in self.plan.kafka.iter().copied().chain(sinks) {
+        let spans = self.plan.kafka.iter().chain(&self.plan.ends_unknown);
+        for (a, b) in spans.copied().chain(sinks) {
             at(Some(a).filter(|a| *a > now));
             at(Some(b).filter(|b| *b > now));
         }
@@ -956,6 +969,14 @@ impl<'a> Sim<'a> {
             }
             return;
         }
+        let known = !self.ends_unknown(self.now);
+        if known != self.ends_known {
+            // What the consumer knows of every partition's end changed: the driver is told.
+            self.ends_known = known;
+            self.end_held.fill(false);
+            self.progress_changed.extend(0..self.reported.len());
+            self.poll_due = true;
+        }
         if !self.poll_due {
             return;
         }
@@ -1162,14 +1183,17 @@ impl<'a> Sim<'a> {
         let mut changed = std::mem::take(&mut self.progress_changed);
         changed.sort_unstable();
         changed.dedup();
+        // Ends the consumer cannot learn are told as unknown (-1 here).
+        let known = !self.ends_unknown(self.now);
         for &i in &changed {
             let id = self.id(i);
-            let now = (self.handed_up_to(i), self.visible_end[i]);
+            let end = if known { self.visible_end[i] } else { -1 };
+            let now = (self.handed_up_to(i), end);
             if self.reported[i] != now {
                 self.reported[i] = now;
-                self.end_held[i] = true;
+                self.end_held[i] = known;
                 if let Some(driver) = self.driver.as_mut() {
-                    driver.handle_progress(self.now, id, Some(now.0), Some(now.1));
+                    driver.handle_progress(self.now, id, Some(now.0), known.then_some(end));
                 }
             }
         }

@@ -1521,6 +1521,11 @@ impl Driver {
                 paused.push(p.id);
             } else if !want && p.paused_at_source && accepting {
                 p.paused_at_source = false;
+                // Its silence while paused was the driver's doing, not the partition's: a
+                // partition without a known end is waited for `idle_partition_ms` from here,
+                // as from its assignment, or the others' records would pass those it could
+                // not deliver.
+                p.last_record_ms = self.now;
                 resumed.push(p.id);
             }
             held |= p.paused_at_source || p.buffer_full;
