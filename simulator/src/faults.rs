@@ -1,8 +1,8 @@
 //! Faults of the job's environment, injected by the memory backend on the simulated clock: crashes
-//! of the job, sinks down or slow, Kafka away, partitions' ends unknown, partitions read in a seeded interleaving with their
-//! own lag, records delivered twice. A scenario names them in its `[faults]` table; the swarm
-//! draws a mix of them from each seed ([`FaultsConfig::swarm`]), so every failure it finds is
-//! reproduced by `simulator run <scenario> --seed N --swarm`.
+//! of the job, sinks down or slow, Kafka away, partitions' ends unknown, partitions read in a
+//! seeded interleaving with their own lag, records delivered twice. A scenario names them in its
+//! `[faults]` table; the swarm draws a mix of them from each seed ([`FaultsConfig::swarm`]), so
+//! every failure it finds is reproduced by `simulator run <scenario> --seed N --swarm`.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
