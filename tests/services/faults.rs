@@ -224,7 +224,7 @@ pub(super) fn produce_paced(
     })
 }
 
-fn services_sh(args: &[&str]) {
+pub(super) fn services_sh(args: &[&str]) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
     let status = Command::new("bash")
         .arg(&script)

@@ -4,6 +4,7 @@
 //! fourth joining (configured differently: a bound of 12 bytes on strings, so the holder checks
 //! its records again), each give the final rows of the in-memory engine over the same records —
 //! so the same digest as each other and as the one-instance job of `end_to_end_matches_memory`.
+//! Two instances with Kafka stopped for 10 s mid-stream give the in-memory engine's rows too.
 //! Each run prints a line a second while it runs: stage 1's lag (input records not yet
 //! forwarded and committed), the records stage 2 has yet to apply, and who holds the lease.
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::faults::{Job, fault_stream, produce_paced};
+use super::faults::{Job, fault_stream, produce_paced, services_sh};
 use super::*;
 
 /// Simulated minutes of the paced stream, and how much faster than real time it is produced.
@@ -164,6 +165,10 @@ enum Event {
     /// an instance holds the lease: the lease stays with its holder while it lives, so the
     /// newcomer only checks and forwards.
     JoinUneven(u64),
+    /// Stop Kafka at the first second for the second's seconds (`scripts/services.sh stop
+    /// kafka`), then start it again: every instance's polls, commits and sends fail, and the
+    /// groups' sessions expire.
+    KafkaAway(u64, u64),
 }
 
 /// Runs `instances` scaled-out instances over `records`, paced, with `events`, until the lease
@@ -175,11 +180,15 @@ async fn scaled_run(
     want: &Expected,
     instances: usize,
     events: &[Event],
+    engine_config: Option<&str>,
 ) -> String {
     let scope = Scope::new(test);
     scope.create_topics().await;
+    let extra: Vec<&str> = engine_config
+        .map(|c| vec!["--engine-config", c])
+        .unwrap_or_default();
     let mut running: Vec<Instance> = (0..instances)
-        .map(|i| scope.spawn_instance(&format!("i{i}")))
+        .map(|i| scope.spawn_instance_at(&format!("i{i}"), &scope.checkpoint_dir, &extra))
         .collect();
     let mut gone: Vec<Instance> = Vec::new();
     let producer = produce_paced(&scope, records.to_vec(), SPEED);
@@ -240,6 +249,31 @@ async fn scaled_run(
                     t.as_secs_f64()
                 );
                 running.push(scope.spawn_uneven_instance(&name));
+                next_event += 1;
+                continue;
+            }
+            Some(Event::KafkaAway(at, secs)) if t >= Duration::from_secs(*at) => {
+                services_sh(&["stop", "kafka"]);
+                eprintln!("{test}: {:.1} s: Kafka stopped", t.as_secs_f64());
+                let down = Instant::now();
+                while down.elapsed() < Duration::from_secs(*secs) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    for i in &mut running {
+                        assert!(
+                            !matches!(i.job.child.try_wait(), Ok(Some(_))),
+                            "{test}: instance {} exited while Kafka was away; its last \
+                             lines:\n{}",
+                            i.name,
+                            i.job.tail(40)
+                        );
+                    }
+                }
+                services_sh(&["start", "kafka"]);
+                eprintln!(
+                    "{test}: {:.1} s: Kafka started again after {:.1} s away",
+                    start.elapsed().as_secs_f64(),
+                    down.elapsed().as_secs_f64()
+                );
                 next_event += 1;
                 continue;
             }
@@ -369,15 +403,56 @@ async fn scale_out_one_and_three_instances_agree() {
     let _one_at_a_time = SERIAL.lock().await;
     let records = fault_stream(t0(), MINUTES);
     let want = expected(&records);
-    let one = scaled_run("scale1", &records, &want, 1, &[]).await;
+    let one = scaled_run("scale1", &records, &want, 1, &[], None).await;
     let three = scaled_run(
         "scale3",
         &records,
         &want,
         3,
         &[Event::KillHolder(15), Event::JoinUneven(25)],
+        None,
     )
     .await;
     assert_eq!(one, three, "1 and 3 instances store the same final rows");
     eprintln!("scale-out: 1 instance and 3 (a kill, a join) both store digest {one}");
+}
+
+// Proves two scaled-out instances live through Kafka stopped for 10 s mid-stream: every poll,
+// send and commit fails, both groups' sessions expire, stage 1's commits are lost and owed
+// again, the lease is taken anew; the instances never exit, and the final rows are the
+// in-memory engine's. The watermark delay is 30 simulated minutes (a minute of wall time at
+// 30x): records the producer held back during the outage reach Kafka seconds apart, which is
+// minutes of event time, and would otherwise be late by design, not by fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the services"]
+async fn scale_out_lives_through_a_kafka_outage() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let records = fault_stream(t0(), MINUTES);
+    let engine = EngineConfig {
+        watermark_delay_ms: 30 * MINUTE_MS,
+        max_open_windows: 256,
+        ..EngineConfig::default()
+    };
+    let want = expected_with(&records, &engine);
+    let file =
+        std::env::temp_dir().join(format!("scale_outage-{}.engine.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "watermark_delay_ms = {}\nmax_open_windows = {}\n",
+            engine.watermark_delay_ms, engine.max_open_windows
+        ),
+    )
+    .expect("the engine configuration is written");
+    let config = file.display().to_string();
+    scaled_run(
+        "scale_outage",
+        &records,
+        &want,
+        2,
+        &[Event::KafkaAway(12, 10)],
+        Some(&config),
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
 }
