@@ -67,10 +67,6 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 impl Scope {
-    fn spawn_instance(&self, name: &str) -> Instance {
-        self.spawn_instance_at(name, &self.checkpoint_dir, &[])
-    }
-
     /// An instance whose engine checks strings against a bound of 12 bytes instead of the
     /// default (docs/scale-out.md, "Instances configured differently"): every record its stage 1
     /// forwards carries another configuration's fingerprint, so the lease holder checks it again
