@@ -86,7 +86,7 @@ impl Job {
     }
 
     /// Panics, with the job's log, if it exited.
-    fn assert_running(&mut self, when: &str) {
+    pub(super) fn assert_running(&mut self, when: &str) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!(
                 "the job exited on its own {when} ({status}); last lines:\n{}",
@@ -224,6 +224,27 @@ pub(super) fn produce_paced(
     })
 }
 
+/// The engine configuration of a paced stream through a service outage: a watermark delay of
+/// `watermark_delay_ms` (records held back while a service is away arrive seconds apart, which is
+/// minutes of event time at the stream's speed) and room for the windows it keeps open; written
+/// to `file` for `--engine-config`. Returns it and the file's path as the argument.
+pub(super) fn outage_engine(watermark_delay_ms: Millis, file: &Path) -> (EngineConfig, String) {
+    let engine = EngineConfig {
+        watermark_delay_ms,
+        max_open_windows: 256,
+        ..EngineConfig::default()
+    };
+    std::fs::write(
+        file,
+        format!(
+            "watermark_delay_ms = {}\nmax_open_windows = {}\n",
+            engine.watermark_delay_ms, engine.max_open_windows
+        ),
+    )
+    .expect("the engine configuration is written");
+    (engine, file.display().to_string())
+}
+
 pub(super) fn services_sh(args: &[&str]) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
     let status = Command::new("bash")
@@ -319,22 +340,11 @@ async fn faults_service_outages_do_not_stop_the_job() {
     // time, and records would be late by design, not by fault. A watermark delay of 90
     // simulated minutes (90 s of wall time) gives the outages the slack a 1-minute delay gives
     // a real-time stream.
-    let engine = EngineConfig {
-        watermark_delay_ms: 90 * MINUTE_MS,
-        max_open_windows: 256,
-        ..EngineConfig::default()
-    };
+    let (engine, engine_arg) = outage_engine(
+        90 * MINUTE_MS,
+        &scope.checkpoint_dir.with_extension("engine.toml"),
+    );
     let want = expected_with(&records, &engine);
-    let engine_file = scope.checkpoint_dir.with_extension("engine.toml");
-    std::fs::write(
-        &engine_file,
-        format!(
-            "watermark_delay_ms = {}\nmax_open_windows = {}\n",
-            engine.watermark_delay_ms, engine.max_open_windows
-        ),
-    )
-    .expect("the engine configuration is written");
-    let engine_arg = engine_file.display().to_string();
     scope.create_topics().await;
     let mut job = scope.spawn_job(0, &["--engine-config", &engine_arg]);
     let producer = produce_paced(&scope, records, 60.0);

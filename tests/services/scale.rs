@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::faults::{Job, fault_stream, produce_paced, services_sh};
+use super::faults::{Job, fault_stream, outage_engine, produce_paced, services_sh};
 use super::*;
 
 /// Simulated minutes of the paced stream, and how much faster than real time it is produced.
@@ -255,13 +255,8 @@ async fn scaled_run(
                 while down.elapsed() < Duration::from_secs(*secs) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     for i in &mut running {
-                        assert!(
-                            !matches!(i.job.child.try_wait(), Ok(Some(_))),
-                            "{test}: instance {} exited while Kafka was away; its last \
-                             lines:\n{}",
-                            i.name,
-                            i.job.tail(40)
-                        );
+                        let when = format!("while Kafka was away ({test}, instance {})", i.name);
+                        i.job.assert_running(&when);
                     }
                 }
                 services_sh(&["start", "kafka"]);
@@ -424,23 +419,10 @@ async fn scale_out_one_and_three_instances_agree() {
 async fn scale_out_lives_through_a_kafka_outage() {
     let _one_at_a_time = SERIAL.lock().await;
     let records = fault_stream(t0(), MINUTES);
-    let engine = EngineConfig {
-        watermark_delay_ms: 30 * MINUTE_MS,
-        max_open_windows: 256,
-        ..EngineConfig::default()
-    };
-    let want = expected_with(&records, &engine);
     let file =
         std::env::temp_dir().join(format!("scale_outage-{}.engine.toml", std::process::id()));
-    std::fs::write(
-        &file,
-        format!(
-            "watermark_delay_ms = {}\nmax_open_windows = {}\n",
-            engine.watermark_delay_ms, engine.max_open_windows
-        ),
-    )
-    .expect("the engine configuration is written");
-    let config = file.display().to_string();
+    let (engine, config) = outage_engine(30 * MINUTE_MS, &file);
+    let want = expected_with(&records, &engine);
     scaled_run(
         "scale_outage",
         &records,
