@@ -483,7 +483,9 @@ impl<'a> Parser<'a> {
         wrong(field, expected, found)
     }
 
+    /// The `:` after a field's key, and the value (see `read!`).
     fn f64(&mut self, field: &str) -> Result<f64> {
+        self.eat(b':', "`:`")?;
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => {}
             Some(_) => return self.wrong_type(field, "a number"),
@@ -504,7 +506,9 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The `:` after a field's key, and the value (see `read!`).
     fn i64(&mut self, field: &str) -> Result<i64> {
+        self.eat(b':', "`:`")?;
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => {}
             Some(_) => return self.wrong_type(field, "an integer"),
@@ -524,7 +528,9 @@ impl<'a> Parser<'a> {
         value.map_or_else(|| wrong(field, "an integer in range", n.as_str()), Ok)
     }
 
+    /// The `:` after a field's key, and the value (see `read!`).
     fn str(&mut self, field: &str) -> Result<Cow<'a, str>> {
+        self.eat(b':', "`:`")?;
         match self.peek() {
             Some(b'"') => self.string(),
             Some(_) => self.wrong_type(field, "a string"),
@@ -532,7 +538,9 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The `:` after a field's key, and the value (see `read!`).
     fn timestamp(&mut self) -> Result<Timestamp> {
+        self.eat(b':', "`:`")?;
         match self.peek() {
             Some(b'"') => {}
             Some(_) => {
@@ -557,13 +565,21 @@ impl<'a> Parser<'a> {
         time::parse(&text).map_err(|e| invalid_timestamp(e.to_string()))
     }
 
+    /// The `:` after a field's key, and the value (see `read!`).
     fn enumeration<T: Copy>(&mut self, field: &str, variants: &[(&str, T)]) -> Result<T> {
+        self.eat(b':', "`:`")?;
         // The common form, a plain string naming a variant, matched as raw bytes.
         if self.peek() == Some(b'"')
             && let Some(&(_, value)) = variants.iter().find(|(name, _)| self.raw_string_is(name))
         {
             return Ok(value);
         }
+        self.enumeration_slow(field, variants)
+    }
+
+    /// [`Self::enumeration`] for any other form: escaped, tagged, unknown or not a string.
+    #[inline(never)]
+    fn enumeration_slow<T: Copy>(&mut self, field: &str, variants: &[(&str, T)]) -> Result<T> {
         // serde reads a unit enum from a string, or from a one-key object `{"variant": null}`;
         // anything else is a syntax error to it, without looking at the value.
         let tagged = match self.peek() {
@@ -739,10 +755,7 @@ impl<'a> Parser<'a> {
             // bytes first, and only read and look up the key when it is not that one.
             let index = match fields.get(expected) {
                 Some(name) if self.raw_string_is(name) => Some(expected),
-                _ => {
-                    let key = self.string()?;
-                    fields.iter().position(|f| *f == key)
-                }
+                _ => self.look_up_key(fields)?,
             };
             if let Some(k) = index {
                 expected = k + 1;
@@ -758,6 +771,15 @@ impl<'a> Parser<'a> {
                 _ => return malformed("expected `,` or `}`", self.i),
             }
         }
+    }
+
+    /// The index in `fields` of the key at the current `"`, read as any string: a key out of
+    /// declaration order, escaped or unknown. Out of line, so that each shape's loop over its
+    /// members (one copy per shape) holds only the expected-order path.
+    #[inline(never)]
+    fn look_up_key(&mut self, fields: &[&str]) -> Result<Option<usize>> {
+        let key = self.string()?;
+        Ok(fields.iter().position(|f| *f == key))
     }
 
     /// Whether the string at the current `"` is exactly `name` with no escapes; if so, skips it.
@@ -804,13 +826,16 @@ macro_rules! build {
 }
 
 /// Reads one field into its slot, refusing a second occurrence:
-/// `read!(parser, slot, "name", kind)`.
+/// `read!(parser, slot, "name", kind)`. The value readers eat the `:` themselves, so that the
+/// check is one copy in each of them rather than one in every field of every shape: each shape's
+/// loop is inlined into [`message`], whose code the engine's queries share the instruction cache
+/// with (with the key lookup and an enum's slow path out of line too, `message` went from 45 to
+/// 25 KB of code and the engine bench from ~360 to ~330 ns a record; `BENCHMARKS.md`).
 macro_rules! read {
     ($p:expr, $slot:expr, $name:literal, $($kind:tt)+) => {{
         if $slot.is_some() {
             return duplicate($name);
         }
-        $p.eat(b':', "`:`")?;
         $slot = Some(read!(@value $p, $name, $($kind)+));
         Ok(())
     }};
@@ -882,6 +907,7 @@ const FIELDS_INCIDENT: [&str; 9] = [
 ];
 
 fn geo(p: &mut Parser<'_>, what: &str) -> Result<GeoPoint> {
+    p.eat(b':', "`:`")?;
     let (mut lat, mut lon) = (None, None);
     p.object(what, &FIELDS_GEO, |p, key| match key {
         Some(0) => read!(p, lat, "lat", f64),
@@ -1051,6 +1077,7 @@ fn parking<'a>(p: &mut Parser<'a>) -> Result<ParkingReading<'a>> {
 }
 
 fn incident_location<'a>(p: &mut Parser<'a>) -> Result<IncidentLocation<'a>> {
+    p.eat(b':', "`:`")?;
     let (mut road_id, mut road_name, mut zone_id, mut lat, mut lon) =
         (None, None, None, None, None);
     p.object("location", &FIELDS_LOCATION, |p, key| match key {
