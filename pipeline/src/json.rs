@@ -816,10 +816,24 @@ fn duplicate(name: &str) -> Result<()> {
 /// The struct made of its field slots once the object is read, or the first missing field:
 /// `build!(Type { field: slot = "name", ... })`, fields in declaration order. One match over
 /// every slot, so that what was read is dropped in one place whichever field is missing.
+///
+/// `build!(parser => Message::Variant, Type { .. })` for a whole message: once every field is
+/// there, the input must end, and the message is built where the caller's result lies (building
+/// the struct and wrapping it afterwards moved it twice, a few hundred bytes a record). A missing
+/// field is still reported before trailing characters, as serde does.
 macro_rules! build {
     ($ty:ident { $($field:ident: $slot:ident = $name:literal),* $(,)? }) => {
         match ($($slot,)*) {
             ($(Some($slot),)*) => Ok($ty { $($field: $slot),* }),
+            ($($slot,)*) => Err(missing(&[$(($name, $slot.is_some())),*])),
+        }
+    };
+    ($p:expr => $wrap:path, $ty:ident { $($field:ident: $slot:ident = $name:literal),* $(,)? }) => {
+        match ($($slot,)*) {
+            ($(Some($slot),)*) => {
+                $p.end()?;
+                Ok($wrap($ty { $($field: $slot),* }))
+            }
             ($($slot,)*) => Err(missing(&[$(($name, $slot.is_some())),*])),
         }
     };
@@ -953,7 +967,7 @@ const INCIDENT_TYPE: [(&str, IncidentType); 7] = [
     ("power_outage", IncidentType::PowerOutage),
 ];
 
-fn traffic<'a>(p: &mut Parser<'a>) -> Result<TrafficReading<'a>> {
+fn traffic<'a>(p: &mut Parser<'a>) -> Result<Message<'a>> {
     let (mut sensor_id, mut timestamp, mut road_id, mut road_name, mut zone_id) =
         (None, None, None, None, None);
     let (mut location, mut speed, mut flow, mut occupancy, mut level, mut quality) =
@@ -976,7 +990,7 @@ fn traffic<'a>(p: &mut Parser<'a>) -> Result<TrafficReading<'a>> {
             _ => p.skip_field(),
         },
     )?;
-    build!(TrafficReading {
+    build!(p => Message::Traffic, TrafficReading {
         sensor_id: sensor_id = "sensor_id",
         timestamp: timestamp = "timestamp",
         road_id: road_id = "road_id",
@@ -991,7 +1005,7 @@ fn traffic<'a>(p: &mut Parser<'a>) -> Result<TrafficReading<'a>> {
     })
 }
 
-fn transport<'a>(p: &mut Parser<'a>) -> Result<TransportReading<'a>> {
+fn transport<'a>(p: &mut Parser<'a>) -> Result<Message<'a>> {
     let (mut vehicle_id, mut timestamp, mut line_id, mut line_number, mut current, mut next) =
         (None, None, None, None, None, None);
     let (mut direction, mut location, mut speed, mut pax, mut capacity) =
@@ -1018,7 +1032,7 @@ fn transport<'a>(p: &mut Parser<'a>) -> Result<TransportReading<'a>> {
             _ => p.skip_field(),
         },
     )?;
-    build!(TransportReading {
+    build!(p => Message::Transport, TransportReading {
         vehicle_id: vehicle_id = "vehicle_id",
         timestamp: timestamp = "timestamp",
         line_id: line_id = "line_id",
@@ -1036,7 +1050,7 @@ fn transport<'a>(p: &mut Parser<'a>) -> Result<TransportReading<'a>> {
     })
 }
 
-fn parking<'a>(p: &mut Parser<'a>) -> Result<ParkingReading<'a>> {
+fn parking<'a>(p: &mut Parser<'a>) -> Result<Message<'a>> {
     let (mut parking_id, mut timestamp, mut name, mut zone_id, mut kind, mut location) =
         (None, None, None, None, None, None);
     let (mut total, mut occupied, mut available, mut occupancy, mut rate, mut status) =
@@ -1060,7 +1074,7 @@ fn parking<'a>(p: &mut Parser<'a>) -> Result<ParkingReading<'a>> {
             _ => p.skip_field(),
         },
     )?;
-    build!(ParkingReading {
+    build!(p => Message::Parking, ParkingReading {
         parking_id: parking_id = "parking_id",
         timestamp: timestamp = "timestamp",
         name: name = "name",
@@ -1097,7 +1111,7 @@ fn incident_location<'a>(p: &mut Parser<'a>) -> Result<IncidentLocation<'a>> {
     })
 }
 
-fn incident<'a>(p: &mut Parser<'a>) -> Result<Incident<'a>> {
+fn incident<'a>(p: &mut Parser<'a>) -> Result<Message<'a>> {
     let (mut incident_id, mut timestamp, mut kind, mut severity, mut location) =
         (None, None, None, None, None);
     let (mut description, mut duration, mut lanes, mut status) = (None, None, None, None);
@@ -1113,7 +1127,7 @@ fn incident<'a>(p: &mut Parser<'a>) -> Result<Incident<'a>> {
         Some(8) => read!(p, status, "status", str),
         _ => p.skip_field(),
     })?;
-    build!(Incident {
+    build!(p => Message::Incident, Incident {
         incident_id: incident_id = "incident_id",
         timestamp: timestamp = "timestamp",
         kind: kind = "type",
@@ -1155,14 +1169,12 @@ pub(crate) fn decode_in_place(
 
 fn message(topic: Topic, bytes: &[u8], max_depth: usize) -> Result<Message<'_>> {
     let mut p = Parser::new(bytes, max_depth);
-    let msg = match topic {
-        Topic::Traffic => Message::Traffic(traffic(&mut p)?),
-        Topic::Transport => Message::Transport(transport(&mut p)?),
-        Topic::Parking => Message::Parking(parking(&mut p)?),
-        Topic::Incidents => Message::Incident(incident(&mut p)?),
-    };
-    p.end()?;
-    Ok(msg)
+    match topic {
+        Topic::Traffic => traffic(&mut p),
+        Topic::Transport => transport(&mut p),
+        Topic::Parking => parking(&mut p),
+        Topic::Incidents => incident(&mut p),
+    }
 }
 
 #[cfg(test)]
