@@ -483,6 +483,48 @@ impl<'a> Parser<'a> {
         wrong(field, expected, found)
     }
 
+    /// A field of the commonest kinds into its slot (see `read!`), refusing a second occurrence:
+    /// one copy of each out of line, so that each field of each shape in [`message`] is a call
+    /// and a test, not the value's checks and moves inlined.
+    #[inline(never)]
+    fn put_str(&mut self, slot: &mut Option<Cow<'a, str>>, field: &'static str) -> Result<()> {
+        if slot.is_some() {
+            return duplicate(field);
+        }
+        *slot = Some(self.str(field)?);
+        Ok(())
+    }
+
+    /// See [`Self::put_str`].
+    #[inline(never)]
+    fn put_f64(&mut self, slot: &mut Option<f64>, field: &'static str) -> Result<()> {
+        if slot.is_some() {
+            return duplicate(field);
+        }
+        *slot = Some(self.f64(field)?);
+        Ok(())
+    }
+
+    /// See [`Self::put_str`].
+    #[inline(never)]
+    fn put_i64(&mut self, slot: &mut Option<i64>, field: &'static str) -> Result<()> {
+        if slot.is_some() {
+            return duplicate(field);
+        }
+        *slot = Some(self.i64(field)?);
+        Ok(())
+    }
+
+    /// See [`Self::put_str`].
+    #[inline(never)]
+    fn put_timestamp(&mut self, slot: &mut Option<Timestamp>, field: &'static str) -> Result<()> {
+        if slot.is_some() {
+            return duplicate(field);
+        }
+        *slot = Some(self.timestamp()?);
+        Ok(())
+    }
+
     /// The `:` after a field's key, and the value (see `read!`).
     fn f64(&mut self, field: &str) -> Result<f64> {
         self.eat(b':', "`:`")?;
@@ -846,6 +888,10 @@ macro_rules! build {
 /// with (with the key lookup and an enum's slow path out of line too, `message` went from 45 to
 /// 25 KB of code and the engine bench from ~360 to ~330 ns a record; `BENCHMARKS.md`).
 macro_rules! read {
+    ($p:expr, $slot:expr, $name:literal, str) => { $p.put_str(&mut $slot, $name) };
+    ($p:expr, $slot:expr, $name:literal, f64) => { $p.put_f64(&mut $slot, $name) };
+    ($p:expr, $slot:expr, $name:literal, i64) => { $p.put_i64(&mut $slot, $name) };
+    ($p:expr, $slot:expr, $name:literal, ts) => { $p.put_timestamp(&mut $slot, $name) };
     ($p:expr, $slot:expr, $name:literal, $($kind:tt)+) => {{
         if $slot.is_some() {
             return duplicate($name);
@@ -853,10 +899,6 @@ macro_rules! read {
         $slot = Some(read!(@value $p, $name, $($kind)+));
         Ok(())
     }};
-    (@value $p:expr, $name:literal, str) => { $p.str($name)? };
-    (@value $p:expr, $name:literal, f64) => { $p.f64($name)? };
-    (@value $p:expr, $name:literal, i64) => { $p.i64($name)? };
-    (@value $p:expr, $name:literal, ts) => { $p.timestamp()? };
     (@value $p:expr, $name:literal, geo) => { geo($p, $name)? };
     (@value $p:expr, $name:literal, location) => { incident_location($p)? };
     (@value $p:expr, $name:literal, enum $table:expr) => { $p.enumeration($name, &$table)? };
