@@ -483,45 +483,21 @@ impl<'a> Parser<'a> {
         wrong(field, expected, found)
     }
 
-    /// A field of the commonest kinds into its slot (see `read!`), refusing a second occurrence:
-    /// one copy of each out of line, so that each field of each shape in [`message`] is a call
-    /// and a test, not the value's checks and moves inlined.
+    /// A field of the commonest kinds (`read` is one of [`Self::str`], [`Self::f64`],
+    /// [`Self::i64`], [`Self::timestamp`]) into its slot (see `read!`), refusing a second
+    /// occurrence. One copy of each kind out of line, so that each field of each shape in
+    /// [`message`] is a call and a test, not the value's checks and moves inlined.
     #[inline(never)]
-    fn put_str(&mut self, slot: &mut Option<Cow<'a, str>>, field: &'static str) -> Result<()> {
+    fn put<T>(
+        &mut self,
+        slot: &mut Option<T>,
+        field: &'static str,
+        read: impl FnOnce(&mut Self, &'static str) -> Result<T>,
+    ) -> Result<()> {
         if slot.is_some() {
             return duplicate(field);
         }
-        *slot = Some(self.str(field)?);
-        Ok(())
-    }
-
-    /// See [`Self::put_str`].
-    #[inline(never)]
-    fn put_f64(&mut self, slot: &mut Option<f64>, field: &'static str) -> Result<()> {
-        if slot.is_some() {
-            return duplicate(field);
-        }
-        *slot = Some(self.f64(field)?);
-        Ok(())
-    }
-
-    /// See [`Self::put_str`].
-    #[inline(never)]
-    fn put_i64(&mut self, slot: &mut Option<i64>, field: &'static str) -> Result<()> {
-        if slot.is_some() {
-            return duplicate(field);
-        }
-        *slot = Some(self.i64(field)?);
-        Ok(())
-    }
-
-    /// See [`Self::put_str`].
-    #[inline(never)]
-    fn put_timestamp(&mut self, slot: &mut Option<Timestamp>, field: &'static str) -> Result<()> {
-        if slot.is_some() {
-            return duplicate(field);
-        }
-        *slot = Some(self.timestamp()?);
+        *slot = Some(read(self, field)?);
         Ok(())
     }
 
@@ -580,8 +556,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The `:` after a field's key, and the value (see `read!`).
-    fn timestamp(&mut self) -> Result<Timestamp> {
+    /// The `:` after a field's key, and the value (see `read!`). `field` is there for
+    /// [`Self::put`]: a timestamp's errors name their field themselves.
+    fn timestamp(&mut self, _field: &str) -> Result<Timestamp> {
         self.eat(b':', "`:`")?;
         match self.peek() {
             Some(b'"') => {}
@@ -888,10 +865,11 @@ macro_rules! build {
 /// with (with the key lookup and an enum's slow path out of line too, `message` went from 45 to
 /// 25 KB of code and the engine bench from ~360 to ~330 ns a record; `BENCHMARKS.md`).
 macro_rules! read {
-    ($p:expr, $slot:expr, $name:literal, str) => { $p.put_str(&mut $slot, $name) };
-    ($p:expr, $slot:expr, $name:literal, f64) => { $p.put_f64(&mut $slot, $name) };
-    ($p:expr, $slot:expr, $name:literal, i64) => { $p.put_i64(&mut $slot, $name) };
-    ($p:expr, $slot:expr, $name:literal, ts) => { $p.put_timestamp(&mut $slot, $name) };
+    // Each reader is a function item, so `put` has one copy per kind, not one per field.
+    ($p:expr, $slot:expr, $name:literal, str) => { $p.put(&mut $slot, $name, Parser::str) };
+    ($p:expr, $slot:expr, $name:literal, f64) => { $p.put(&mut $slot, $name, Parser::f64) };
+    ($p:expr, $slot:expr, $name:literal, i64) => { $p.put(&mut $slot, $name, Parser::i64) };
+    ($p:expr, $slot:expr, $name:literal, ts) => { $p.put(&mut $slot, $name, Parser::timestamp) };
     ($p:expr, $slot:expr, $name:literal, $($kind:tt)+) => {{
         if $slot.is_some() {
             return duplicate($name);
