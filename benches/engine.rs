@@ -5,13 +5,16 @@
 //! The two stages of docs/scale-out.md are measured beside it: `check_and_forward` (stage 1:
 //! the stateless checks and the compact checked record) and `apply_checked` (stage 2: the
 //! checked records applied to the engine's state, with no JSON decoded).
+//!
+//! The `decoders` group times the hand-written JSON decoder against serde_json and sonic-rs on the
+//! same records, decoded into the same types.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use smart_city::generator::{Generator, GeneratorConfig};
 use smart_city::pipeline::engine::{
     Checked, Engine, EngineConfig, Output, RawRecord, SourcePosition,
 };
-use smart_city::pipeline::model::Topic;
+use smart_city::pipeline::model::{Message, Topic};
 
 struct Recorded {
     topic: Topic,
@@ -111,9 +114,62 @@ fn apply_checked(
 fn decode_all(recs: &[Recorded]) -> usize {
     let mut ok = 0usize;
     for r in recs {
-        ok += usize::from(smart_city::pipeline::model::Message::decode(r.topic, &r.value).is_ok());
+        ok += usize::from(Message::decode(r.topic, &r.value).is_ok());
     }
     ok
+}
+
+/// Decodes every record with serde_json, counting those that decode.
+#[inline(never)]
+fn decode_all_serde_json(recs: &[Recorded]) -> usize {
+    let mut ok = 0usize;
+    for r in recs {
+        ok += usize::from(by_serde_json(r.topic, &r.value).is_ok());
+    }
+    ok
+}
+
+/// Decodes every record with sonic-rs, counting those that decode.
+#[inline(never)]
+fn decode_all_sonic_rs(recs: &[Recorded]) -> usize {
+    let mut ok = 0usize;
+    for r in recs {
+        ok += usize::from(by_sonic_rs(r.topic, &r.value).is_ok());
+    }
+    ok
+}
+
+fn by_serde_json(topic: Topic, bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
+    Ok(match topic {
+        Topic::Traffic => Message::Traffic(serde_json::from_slice(bytes)?),
+        Topic::Transport => Message::Transport(serde_json::from_slice(bytes)?),
+        Topic::Parking => Message::Parking(serde_json::from_slice(bytes)?),
+        Topic::Incidents => Message::Incident(serde_json::from_slice(bytes)?),
+    })
+}
+
+fn by_sonic_rs(topic: Topic, bytes: &[u8]) -> Result<Message<'_>, sonic_rs::Error> {
+    Ok(match topic {
+        Topic::Traffic => Message::Traffic(sonic_rs::from_slice(bytes)?),
+        Topic::Transport => Message::Transport(sonic_rs::from_slice(bytes)?),
+        Topic::Parking => Message::Parking(sonic_rs::from_slice(bytes)?),
+        Topic::Incidents => Message::Incident(sonic_rs::from_slice(bytes)?),
+    })
+}
+
+/// The three decoders agree on every record of the workload, so that they are timed on the same
+/// work: each message decoded equal, none refused.
+fn assert_decoders_agree(recs: &[Recorded]) {
+    for r in recs {
+        let ours = Message::decode(r.topic, &r.value).expect("ours decodes the workload");
+        let serde = by_serde_json(r.topic, &r.value).expect("serde_json decodes the workload");
+        let sonic = by_sonic_rs(r.topic, &r.value).expect("sonic-rs decodes the workload");
+        assert!(
+            ours == serde && ours == sonic,
+            "the decoders disagree on {}",
+            String::from_utf8_lossy(&r.value)
+        );
+    }
 }
 
 /// The benches' engine configuration: SPEC's, without the raw archive (measured on its own).
@@ -180,6 +236,20 @@ fn bench(c: &mut Criterion) {
         )
     });
     group.finish();
+    decoders(c, &recs);
+}
+
+/// The hand-written decoder against serde_json and sonic-rs, on the engine's records, into the
+/// same types: what keeps it in the repository (BENCHMARKS.md).
+fn decoders(c: &mut Criterion, recs: &[Recorded]) {
+    assert_decoders_agree(recs);
+    let mut group = c.benchmark_group("decoders");
+    group.throughput(Throughput::Elements(recs.len() as u64));
+    group.sample_size(10);
+    group.bench_function("ours", |b| b.iter(|| decode_all(recs)));
+    group.bench_function("serde_json", |b| b.iter(|| decode_all_serde_json(recs)));
+    group.bench_function("sonic_rs", |b| b.iter(|| decode_all_sonic_rs(recs)));
+    group.finish();
 }
 
 /// `ENGINE_MIN_OF=N`: instead of criterion's statistics, each routine's fastest of N runs,
@@ -235,12 +305,42 @@ fn check_all(stage1: &Engine, recs: &[Recorded]) -> usize {
 
 criterion_group!(benches, bench);
 
+/// `DECODERS_MIN_OF=N`: the `decoders` group as [`min_of`] measures the engine: each decoder's
+/// fastest of N interleaved runs, in nanoseconds a record, and how many times faster ours is.
+fn decoders_min_of(runs: usize) {
+    let recs = records(1);
+    assert_decoders_agree(&recs);
+    let routines: [fn(&[Recorded]) -> usize; 3] =
+        [decode_all, decode_all_serde_json, decode_all_sonic_rs];
+    let mut best = [f64::INFINITY; 3];
+    for _ in 0..runs {
+        for (slot, f) in routines.iter().enumerate() {
+            #[allow(clippy::disallowed_methods)] // Measuring wall time is this benchmark's job.
+            let start = std::time::Instant::now();
+            std::hint::black_box(f(std::hint::black_box(&recs)));
+            best[slot] = best[slot].min(start.elapsed().as_secs_f64());
+        }
+    }
+    let ns = best.map(|s| s * 1e9 / recs.len() as f64);
+    println!(
+        "fastest of {runs} runs over {} records, ns a record: ours {:.1}, serde_json {:.1}, \
+         sonic-rs {:.1}; ours {:.2}x serde_json's speed, {:.2}x sonic-rs's",
+        recs.len(),
+        ns[0],
+        ns[1],
+        ns[2],
+        ns[1] / ns[0],
+        ns[2] / ns[0]
+    );
+}
+
 fn main() {
-    if let Some(runs) = std::env::var("ENGINE_MIN_OF")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    let min_of_env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(runs) = min_of_env("ENGINE_MIN_OF") {
         return min_of(runs);
+    }
+    if let Some(runs) = min_of_env("DECODERS_MIN_OF") {
+        return decoders_min_of(runs);
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
