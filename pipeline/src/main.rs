@@ -193,7 +193,8 @@ struct StreamingArgs {
     #[arg(long)]
     max_records: Option<u64>,
     /// Treat the input as finished after this many milliseconds without a record and with
-    /// nothing left to write: flush every window final, checkpoint, and exit.
+    /// nothing left to write, every partition's end known and reached: flush every window
+    /// final, checkpoint, and exit.
     #[arg(long)]
     idle_exit_ms: Option<u64>,
     /// Attempts to reach each service at start, one second apart; 0 (the default) waits until

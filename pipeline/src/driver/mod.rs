@@ -1546,10 +1546,19 @@ impl Driver {
         // A paused partition delivers nothing because it was told not to, and a partition whose
         // end is past what was handed over still holds records (scaled out: they wait for a
         // stage 1 that was killed, until the group hands its partitions on): the input is not
-        // idle.
+        // idle. Nor is it while a partition's end is unknown (the source could not ask: a
+        // failing query, or a source just started or just back from an outage): the input's
+        // end cannot be concluded without it. Scaled out, a stage 2 that restarted after a Kafka
+        // outage heard nothing for `idle_exit_ms` while stage 1 was still rejoining, and ended
+        // with the input's last records unforwarded (the services test
+        // `scale_out_lives_through_a_kafka_outage`, once in a CI run).
         let holds_records = |p: &PartitionState| {
             let next = p.released.map(|r| r + 1).or(p.next_offset);
-            matches!((next, p.end_offset), (Some(n), Some(e)) if n < e)
+            match (next, p.end_offset) {
+                (_, None) => true,
+                (Some(n), Some(e)) => n < e,
+                (None, Some(_)) => false,
+            }
         };
         if self
             .parts

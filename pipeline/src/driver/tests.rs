@@ -1032,6 +1032,41 @@ fn idle_exit_waits_for_partitions_that_hold_records() {
     assert_eq!(archived, records.len() as u64, "every record archived once");
 }
 
+// Proves the end-of-input timer does not run while a partition's end is unknown: the source
+// could not ask (a failing query, a source just back from an outage), so the input's end cannot
+// be concluded, however long nothing arrives; once the end is told and reached, it runs.
+#[test]
+fn idle_exit_waits_while_an_end_is_unknown() {
+    let records = stream(6, 10, 0, 0);
+    let config = DriverConfig {
+        idle_exit_ms: Some(5_000),
+        ..config()
+    };
+    let mut h = Harness::new(partitioned(&records, 2), config, 1);
+    while !h.done() {
+        h.feed(0, 50);
+        h.feed(1, 50);
+        h.tick(h.now + 10);
+    }
+    let read = h.next[1] as i64;
+    h.driver
+        .handle_progress(h.now, (Topic::Traffic, 1), Some(read), None);
+    for _ in 0..60 {
+        h.tick(h.now + 1_000);
+    }
+    assert_eq!(h.stopped, None, "stopped with partition 1's end unknown");
+    h.driver
+        .handle_progress(h.now, (Topic::Traffic, 1), Some(read), Some(read));
+    h.tick(h.now + 10_000);
+    assert_eq!(
+        h.stopped,
+        Some(StopReason::Idle),
+        "idle once the end is known"
+    );
+    let archived: u64 = h.store.archived().values().sum();
+    assert_eq!(archived, records.len() as u64, "every record archived once");
+}
+
 // Proves the driver measures how long a record handed to the engine waits until a durable
 // checkpoint covers it: at most the checkpoint interval plus a flush while writes succeed, and
 // at least the outage while a sink fails (a checkpoint waits for its cut's writes).
