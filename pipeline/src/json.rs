@@ -862,8 +862,9 @@ macro_rules! build {
 /// `read!(parser, slot, "name", kind)`. The value readers eat the `:` themselves, so that the
 /// check is one copy in each of them rather than one in every field of every shape: each shape's
 /// loop is inlined into [`message`], whose code the engine's queries share the instruction cache
-/// with (with the key lookup and an enum's slow path out of line too, `message` went from 45 to
-/// 25 KB of code and the engine bench from ~360 to ~330 ns a record; `BENCHMARKS.md`).
+/// with (with `put` and the key lookup and an enum's slow path out of line too, `message` went
+/// from 45 to 21 KB of code and the engine bench from ~357 to ~312 ns a record; `BENCHMARKS.md`,
+/// "The decoder's code and the instruction cache").
 macro_rules! read {
     // Each reader is a function item, so `put` has one copy per kind, not one per field.
     ($p:expr, $slot:expr, $name:literal, str) => { $p.put(&mut $slot, $name, Parser::str) };
